@@ -1,0 +1,132 @@
+//! Configuration errors: one variant per rule, each saying what would be accepted.
+
+use super::locate::Position;
+use std::fmt;
+use std::path::PathBuf;
+
+/// What is wrong with one value of the configuration.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Problem {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Unreadable(String),
+    /// YAML syntax or schema error reported by the parser (its text already names what fits).
+    #[error("{0}")]
+    Schema(String),
+    /// A list that must not be empty.
+    #[error("must list at least one {0}")]
+    Empty(&'static str),
+    /// Two items with the same name.
+    #[error("duplicate name {name:?}: names must be unique among {what}")]
+    Duplicate { name: String, what: &'static str },
+    /// A name that is not usable.
+    #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.'")]
+    BadName(String),
+    /// A listening address that does not parse.
+    #[error("invalid address {0:?}: expected IP:PORT, e.g. 0.0.0.0:443 or [::]:443")]
+    BadBind(String),
+    /// The same socket is bound twice.
+    #[error("address {0} is already bound by listener {1:?}")]
+    BindTaken(String, String),
+    /// A backend address that does not parse or resolve.
+    #[error("invalid server address {address:?}: {reason}; expected HOST:PORT, e.g. 10.0.1.4:443 or api.internal:443")]
+    BadServer { address: String, reason: String },
+    /// A number out of range.
+    #[error("{value} is out of range: expected {expected}")]
+    OutOfRange { value: u64, expected: &'static str },
+    /// A value not among the allowed words.
+    #[error("invalid value {value:?}: expected {expected}")]
+    BadChoice {
+        value: String,
+        expected: &'static str,
+    },
+    /// A file referenced by the configuration is missing or unreadable.
+    #[error("cannot read {path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    /// A certificate file that holds no usable certificate.
+    #[error("{path}: {reason}; expected PEM or DER X.509 certificates")]
+    BadCertificate { path: PathBuf, reason: String },
+    /// A private key file that does not parse or does not match its certificate.
+    #[error("{path}: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    /// A pin whose value is malformed.
+    #[error("invalid pin {value:?}: expected the base64 SHA-256 of a DER SubjectPublicKeyInfo (44 characters ending in '='), as `pinion pin` prints")]
+    BadPin { value: String },
+    /// A pin entry with not exactly one of cert/public_key/sha256.
+    #[error("a pin needs exactly one of `cert`, `public_key` or `sha256`")]
+    PinShape,
+    /// A public key file that does not parse.
+    #[error("{path}: {reason}; expected a PEM or DER public key (SubjectPublicKeyInfo)")]
+    BadPublicKey { path: PathBuf, reason: String },
+    /// A reference to a pool that does not exist.
+    #[error("unknown pool {name:?}; defined pools: {known}")]
+    UnknownPool { name: String, known: String },
+    /// A reference to a listener that does not exist.
+    #[error("unknown listener {name:?}; defined listeners: {known}")]
+    UnknownListener { name: String, known: String },
+    /// A backend whose certificate could not be verified by name.
+    #[error("server {server} has no host name to verify its certificate against: set `tls.sni` to the name in its certificate, or whitelist its key in `tls.pins`")]
+    NoNameToVerify { server: String },
+    /// A key that only has meaning in another trust mode.
+    #[error("`verify_hostname` applies only with `ca` or without `pins`: with pins alone only the public key is checked")]
+    VerifyHostnameWithPinsOnly,
+    /// min_version above max_version.
+    #[error("min_version {min} is above max_version {max}")]
+    VersionOrder { min: String, max: String },
+    /// An OpenSSL cipher string OpenSSL rejects.
+    #[error("invalid cipher string {0:?}: no cipher matches; expected an OpenSSL cipher list such as \"ECDHE+AESGCM:ECDHE+CHACHA20\"")]
+    BadCiphers(String),
+    /// A host pattern that is not usable.
+    #[error("invalid host {0:?}: expected a host name such as www.contoso.com or a wildcard such as *.contoso.com")]
+    BadHost(String),
+    /// A path pattern that is not usable.
+    #[error("invalid path {0:?}: expected an absolute path (\"/x\"), a prefix (\"/x/*\" or \"/x*\") or \"/*\"")]
+    BadPath(String),
+    /// A route without a target.
+    #[error("a route needs `pool` (or `redirect`)")]
+    NoTarget,
+    /// A key of the SPEC that this version does not implement yet.
+    #[error("{what} is not supported yet (it comes with {planned}); {instead}")]
+    NotSupportedYet {
+        what: &'static str,
+        planned: &'static str,
+        instead: &'static str,
+    },
+}
+
+/// One problem at one place in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where in the document, e.g. `pools[0].servers[1]`.
+    pub path: String,
+    /// Line and column, when the path exists in the file.
+    pub position: Option<Position>,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file as given on the command line.
+    pub file: PathBuf,
+    /// All problems, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            write!(f, "{}", self.file.display())?;
+            if let Some(p) = d.position {
+                write!(f, ":{}:{}", p.line, p.column)?;
+            }
+            write!(f, ": {}: {}", d.path, d.problem)?;
+            if i + 1 < n {
+                writeln!(f)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! Raw document to typed `Config`: every rule, every problem collected with its key path.
+
+mod listener;
+mod pool;
+
+use super::error::Problem;
+use super::locate::KeyPath;
+use super::raw::{RawConfig, RawRoute, RawServer};
+use super::{Config, ServerSettings};
+use crate::routing::{HostPattern, PathPattern, Route, RouteTable, Target};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Problems found, each with where it is.
+pub(super) type Problems = Vec<(KeyPath, Problem)>;
+
+/// Validates the whole document; `Err` lists every problem.
+pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, Problems> {
+    let mut v = Validator {
+        base,
+        problems: Vec::new(),
+    };
+    let root = KeyPath::default();
+    if raw.admin.is_some() {
+        v.not_yet(
+            root.key("admin"),
+            "the admin listener",
+            "issue 5 (operations)",
+        );
+    }
+    if raw.access_log.is_some() {
+        v.not_yet(
+            root.key("access_log"),
+            "the access log",
+            "issue 5 (operations)",
+        );
+    }
+    let server = v.server(raw.server.unwrap_or_default(), &root.key("server"));
+    let listeners = v.listeners(&raw.listeners, &root.key("listeners"));
+    let pools = v.pools(&raw.pools, &root.key("pools"));
+    let listener_names: Vec<&str> = raw.listeners.iter().map(|l| l.name.as_str()).collect();
+    let pool_names: Vec<&str> = raw.pools.iter().map(|p| p.name.as_str()).collect();
+    let routes = v.routes(
+        &raw.routes,
+        &root.key("routes"),
+        &listener_names,
+        &pool_names,
+    );
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    Ok(Config {
+        file: file.to_owned(),
+        server,
+        routes: RouteTable::new(routes, listeners.len()),
+        listeners,
+        pools,
+    })
+}
+
+struct Validator<'a> {
+    base: &'a Path,
+    problems: Problems,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: KeyPath, problem: Problem) {
+        self.problems.push((path, problem));
+    }
+
+    fn not_yet(&mut self, path: KeyPath, what: &'static str, planned: &'static str) {
+        self.err(
+            path,
+            Problem::NotSupportedYet {
+                what,
+                planned,
+                instead: "remove this key",
+            },
+        );
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// Reads a file the configuration refers to.
+    fn read(&mut self, path: &KeyPath, rel: &str) -> Option<(PathBuf, Vec<u8>)> {
+        let full = self.resolve(rel);
+        match std::fs::read(&full) {
+            Ok(bytes) => Some((full, bytes)),
+            Err(e) => {
+                self.err(
+                    path.clone(),
+                    Problem::BadFile {
+                        path: full,
+                        reason: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// A number within `range`, or `default` when absent.
+    fn number(
+        &mut self,
+        path: KeyPath,
+        value: Option<u64>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        expected: &'static str,
+    ) -> u64 {
+        let n = value.unwrap_or(default);
+        if !range.contains(&n) {
+            self.err(path, Problem::OutOfRange { value: n, expected });
+            return default;
+        }
+        n
+    }
+
+    /// Checks names for shape and uniqueness within one list.
+    fn names<'n>(
+        &mut self,
+        path: &KeyPath,
+        names: impl Iterator<Item = &'n str>,
+        what: &'static str,
+    ) {
+        let mut seen = HashMap::new();
+        for (i, name) in names.enumerate() {
+            let here = path.index(i).key("name");
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                self.err(here, Problem::BadName(name.to_owned()));
+            } else if seen.insert(name, i).is_some() {
+                self.err(
+                    here,
+                    Problem::Duplicate {
+                        name: name.to_owned(),
+                        what,
+                    },
+                );
+            }
+        }
+    }
+
+    fn server(&mut self, raw: RawServer, path: &KeyPath) -> ServerSettings {
+        let threads = self.number(
+            path.key("threads"),
+            raw.threads,
+            2,
+            1..=1024,
+            "1 to 1024 worker threads",
+        );
+        let grace = self.number(
+            path.key("grace_period_seconds"),
+            raw.grace_period_seconds,
+            30,
+            0..=86_400,
+            "0 to 86400 seconds",
+        );
+        let shutdown = self.number(
+            path.key("graceful_shutdown_timeout_seconds"),
+            raw.graceful_shutdown_timeout_seconds,
+            10,
+            0..=86_400,
+            "0 to 86400 seconds",
+        );
+        ServerSettings {
+            threads: usize::try_from(threads).unwrap_or(2),
+            pid_file: raw.pid_file.unwrap_or_else(|| "/tmp/pinion.pid".into()),
+            upgrade_sock: raw
+                .upgrade_sock
+                .unwrap_or_else(|| "/tmp/pinion_upgrade.sock".into()),
+            grace_period: Duration::from_secs(grace),
+            graceful_shutdown_timeout: Duration::from_secs(shutdown),
+            daemon: raw.daemon.unwrap_or(false),
+            error_log: raw.error_log,
+            user: raw.user,
+            group: raw.group,
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: &[RawRoute],
+        path: &KeyPath,
+        listeners: &[&str],
+        pools: &[&str],
+    ) -> Vec<Route> {
+        self.names(path, raw.iter().map(|r| r.name.as_str()), "routes");
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.route(r, &path.index(i), listeners, pools))
+            .collect()
+    }
+
+    fn route(
+        &mut self,
+        raw: &RawRoute,
+        path: &KeyPath,
+        listeners: &[&str],
+        pools: &[&str],
+    ) -> Option<Route> {
+        for (key, present) in [
+            ("request_headers", raw.request_headers.is_some()),
+            ("response_headers", raw.response_headers.is_some()),
+        ] {
+            if present {
+                self.not_yet(path.key(key), "header rewriting", "issue 4 (front door)");
+            }
+        }
+        if raw.redirect.is_some() {
+            self.not_yet(
+                path.key("redirect"),
+                "route redirects",
+                "issue 4 (front door)",
+            );
+        }
+        let route_listeners = raw.listeners.as_ref().map(|names| {
+            names
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    let found = listeners.iter().position(|l| l == name);
+                    if found.is_none() {
+                        self.err(
+                            path.key("listeners").index(i),
+                            Problem::UnknownListener {
+                                name: name.clone(),
+                                known: listeners.join(", "),
+                            },
+                        );
+                    }
+                    found
+                })
+                .collect::<Vec<_>>()
+        });
+        let hosts = self.patterns(raw.hosts.as_deref(), &path.key("hosts"), |h| {
+            HostPattern::parse(h).ok_or_else(|| Problem::BadHost(h.to_owned()))
+        });
+        let paths = self.patterns(raw.paths.as_deref(), &path.key("paths"), |p| {
+            PathPattern::parse(p).ok_or_else(|| Problem::BadPath(p.to_owned()))
+        });
+        let target = match &raw.pool {
+            Some(name) => match pools.iter().position(|p| p == name) {
+                Some(i) => Some(Target::Pool(i)),
+                None => {
+                    self.err(
+                        path.key("pool"),
+                        Problem::UnknownPool {
+                            name: name.clone(),
+                            known: pools.join(", "),
+                        },
+                    );
+                    None
+                }
+            },
+            None if raw.redirect.is_some() => None,
+            None => {
+                self.err(path.clone(), Problem::NoTarget);
+                None
+            }
+        };
+        Some(Route {
+            name: raw.name.clone(),
+            listeners: route_listeners,
+            hosts,
+            paths,
+            target: target?,
+        })
+    }
+
+    fn patterns<T>(
+        &mut self,
+        raw: Option<&[String]>,
+        path: &KeyPath,
+        parse: impl Fn(&str) -> Result<T, Problem>,
+    ) -> Vec<T> {
+        raw.unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match parse(s) {
+                Ok(p) => Some(p),
+                Err(problem) => {
+                    self.err(path.index(i), problem);
+                    None
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,256 @@
+//! `listeners:` rules.
+
+use super::{Problem, Validator};
+use crate::config::locate::KeyPath;
+use crate::config::raw::{RawCertKey, RawListener, RawListenerTls, Scalar};
+use crate::config::{CertKeyFiles, Listener, ListenerTls, TlsVersion};
+use crate::tls::read_certificates;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslAcceptor, SslMethod};
+use openssl::x509::X509;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+impl Validator<'_> {
+    pub(super) fn listeners(&mut self, raw: &[RawListener], path: &KeyPath) -> Vec<Listener> {
+        if raw.is_empty() {
+            self.err(path.clone(), Problem::Empty("listener"));
+        }
+        self.names(path, raw.iter().map(|l| l.name.as_str()), "listeners");
+        let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+        raw.iter()
+            .enumerate()
+            .map(|(i, l)| self.listener(l, &path.index(i), &mut bound))
+            .collect()
+    }
+
+    fn listener(
+        &mut self,
+        raw: &RawListener,
+        path: &KeyPath,
+        bound: &mut HashMap<SocketAddr, String>,
+    ) -> Listener {
+        let front_door = "issue 4 (front door)";
+        if raw.proxy_protocol == Some(true) {
+            self.not_yet(path.key("proxy_protocol"), "the PROXY protocol", front_door);
+        }
+        if raw.trusted_proxies.as_ref().is_some_and(|t| !t.is_empty()) {
+            self.not_yet(path.key("trusted_proxies"), "trusted proxies", front_door);
+        }
+        match raw.forwarded_for.as_deref() {
+            None | Some("ip") => {}
+            Some("ip_port") => self.not_yet(
+                path.key("forwarded_for"),
+                "`forwarded_for: ip_port`",
+                front_door,
+            ),
+            Some(other) => self.err(
+                path.key("forwarded_for"),
+                Problem::BadChoice {
+                    value: other.to_owned(),
+                    expected: "ip or ip_port",
+                },
+            ),
+        }
+        if raw.error_pages.as_ref().is_some_and(|p| !p.is_empty()) {
+            self.not_yet(path.key("error_pages"), "custom error pages", front_door);
+        }
+        if raw.redirect_to_https.is_some() {
+            self.not_yet(path.key("redirect_to_https"), "HTTPS redirects", front_door);
+        }
+        let binds = self.binds(&raw.bind.0, &raw.name, &path.key("bind"), bound);
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.listener_tls(t, &path.key("tls")));
+        Listener {
+            name: raw.name.clone(),
+            binds,
+            tls,
+        }
+    }
+
+    fn binds(
+        &mut self,
+        raw: &[String],
+        name: &str,
+        path: &KeyPath,
+        bound: &mut HashMap<SocketAddr, String>,
+    ) -> Vec<SocketAddr> {
+        if raw.is_empty() {
+            self.err(path.clone(), Problem::Empty("bind address"));
+        }
+        let many = raw.len() > 1;
+        let mut out = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            let here = if many { path.index(i) } else { path.clone() };
+            let Ok(addr) = text.trim().parse::<SocketAddr>() else {
+                self.err(here, Problem::BadBind(text.clone()));
+                continue;
+            };
+            let clash = bound.iter().find(|(b, _)| {
+                b.port() == addr.port()
+                    && (b.ip() == addr.ip()
+                        || b.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+                    && b.is_ipv4() == addr.is_ipv4()
+            });
+            if let Some((b, owner)) = clash.filter(|_| addr.port() != 0) {
+                self.err(here, Problem::BindTaken(b.to_string(), owner.clone()));
+                continue;
+            }
+            bound.insert(addr, name.to_owned());
+            out.push(addr);
+        }
+        out
+    }
+
+    fn listener_tls(&mut self, raw: &RawListenerTls, path: &KeyPath) -> Option<ListenerTls> {
+        let certs_path = path.key("certificates");
+        if raw.certificates.is_empty() {
+            self.err(certs_path.clone(), Problem::Empty("certificate"));
+        }
+        if raw.certificates.len() > 1 {
+            self.err(
+                certs_path.index(1),
+                Problem::NotSupportedYet {
+                    what: "more than one certificate per listener (chosen by SNI)",
+                    planned: "issue 4 (front door)",
+                    instead: "keep one certificate per listener",
+                },
+            );
+        }
+        let certificates: Vec<CertKeyFiles> = raw
+            .certificates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ck)| {
+                self.cert_key(ck, &certs_path.index(i))
+                    .map(|(files, ..)| files)
+            })
+            .collect();
+        let min_version = self.version(
+            raw.min_version.as_ref(),
+            &path.key("min_version"),
+            TlsVersion::V1_2,
+        );
+        let max_version = self.version(
+            raw.max_version.as_ref(),
+            &path.key("max_version"),
+            TlsVersion::V1_3,
+        );
+        if min_version > max_version {
+            self.err(
+                path.key("min_version"),
+                Problem::VersionOrder {
+                    min: version_name(min_version).into(),
+                    max: version_name(max_version).into(),
+                },
+            );
+        }
+        if let Some(ciphers) = &raw.ciphers {
+            let accepted = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+                .and_then(|mut b| b.set_cipher_list(ciphers))
+                .is_ok();
+            if !accepted {
+                self.err(path.key("ciphers"), Problem::BadCiphers(ciphers.clone()));
+            }
+        }
+        if certificates.len() != raw.certificates.len() {
+            return None;
+        }
+        Some(ListenerTls {
+            certificates,
+            min_version,
+            max_version,
+            ciphers: raw.ciphers.clone(),
+            http2: raw.http2.unwrap_or(true),
+        })
+    }
+
+    fn version(&mut self, raw: Option<&Scalar>, path: &KeyPath, default: TlsVersion) -> TlsVersion {
+        match raw.map(|s| s.0.as_str()) {
+            None => default,
+            Some("1.2") => TlsVersion::V1_2,
+            Some("1.3") => TlsVersion::V1_3,
+            Some(other) => {
+                self.err(
+                    path.clone(),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "\"1.2\" or \"1.3\"",
+                    },
+                );
+                default
+            }
+        }
+    }
+
+    /// Reads a certificate chain and its key and checks that they belong together.
+    pub(super) fn cert_key(
+        &mut self,
+        raw: &RawCertKey,
+        path: &KeyPath,
+    ) -> Option<(CertKeyFiles, Vec<X509>, PKey<Private>)> {
+        let certs = self
+            .read(&path.key("cert"), &raw.cert)
+            .and_then(|(file, bytes)| match read_certificates(&bytes) {
+                Ok(certs) => Some((file, certs)),
+                Err(e) => {
+                    self.err(
+                        path.key("cert"),
+                        Problem::BadCertificate {
+                            path: file,
+                            reason: e.to_string(),
+                        },
+                    );
+                    None
+                }
+            });
+        let key = self
+            .read(&path.key("key"), &raw.key)
+            .and_then(|(file, bytes)| match PKey::private_key_from_pem(&bytes) {
+                Ok(k) => Some((file, k)),
+                Err(e) => {
+                    self.err(
+                        path.key("key"),
+                        Problem::BadKey {
+                            path: file,
+                            reason: format!("not a PEM private key ({e})"),
+                        },
+                    );
+                    None
+                }
+            });
+        let ((cert_file, certs), (key_file, key)) = (certs?, key?);
+        let matches = certs
+            .first()
+            .and_then(|leaf| leaf.public_key().ok())
+            .is_some_and(|public| public.public_eq(&key));
+        if !matches {
+            self.err(
+                path.key("key"),
+                Problem::BadKey {
+                    path: key_file,
+                    reason: format!(
+                        "this private key does not belong to the first certificate in {}",
+                        cert_file.display()
+                    ),
+                },
+            );
+            return None;
+        }
+        let files = CertKeyFiles {
+            cert: cert_file,
+            key: key_file,
+        };
+        Some((files, certs, key))
+    }
+}
+
+fn version_name(v: TlsVersion) -> &'static str {
+    match v {
+        TlsVersion::V1_2 => "1.2",
+        TlsVersion::V1_3 => "1.3",
+    }
+}

@@ -1,0 +1,18 @@
+//! pinion: an application gateway on Pingora. It terminates client TLS, routes by host and
+//! path, and re-encrypts every request to a backend pool, talking only to backends whose
+//! certificate public key is on the pool's whitelist (or that chain to the pool's CA).
+//!
+//! `config` reads and validates the YAML file; `server` assembles Pingora from it; `proxy` is
+//! the per-request logic, delegating to `routing`, `pool`, `upstream` and `listener`; `tls`
+//! holds the pin type; `cli` is the command line.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod pool;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,161 @@
+//! Listeners: the sockets pinion accepts on, their client-facing TLS, and which listener a
+//! connection arrived on.
+
+use crate::config::{Listener, ListenerTls, TlsVersion};
+use pingora::listeners::tls::TlsSettings;
+use pingora::services::listening::Service;
+use pingora::tls::ssl::SslVersion;
+use std::net::SocketAddr;
+
+/// Errors setting up a listener's sockets or TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The certificate or key could not be loaded into OpenSSL.
+    #[error("listener {listener}: cannot load certificate {cert}: {source}")]
+    Certificate {
+        listener: String,
+        cert: String,
+        source: Box<pingora::Error>,
+    },
+    /// OpenSSL refused a TLS setting.
+    #[error("listener {listener}: {what}: {source}")]
+    Setting {
+        listener: String,
+        what: &'static str,
+        source: openssl::error::ErrorStack,
+    },
+}
+
+/// What the proxy needs to know about a listener at request time.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// The listener's name.
+    pub name: String,
+    /// Whether clients connect with TLS.
+    pub tls: bool,
+}
+
+/// Finds the listener of a connection from the local address it arrived on.
+#[derive(Debug, Clone, Default)]
+pub struct BindIndex(Vec<(SocketAddr, usize)>);
+
+impl BindIndex {
+    /// Indexes every bind address of every listener.
+    pub fn new(listeners: &[Listener]) -> BindIndex {
+        BindIndex(
+            listeners
+                .iter()
+                .enumerate()
+                .flat_map(|(i, l)| l.binds.iter().map(move |b| (*b, i)))
+                .collect(),
+        )
+    }
+
+    /// The listener that owns `local`: an exact bind first, then a wildcard bind on its port.
+    pub fn lookup(&self, local: SocketAddr) -> Option<usize> {
+        let local = canonical(local);
+        self.0
+            .iter()
+            .find(|(b, _)| *b == local)
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .find(|(b, _)| b.ip().is_unspecified() && b.port() == local.port())
+            })
+            .map(|(_, i)| *i)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from a `[::]` socket) as plain IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// Adds every listener's sockets to the proxy service.
+pub fn add_all<A>(service: &mut Service<A>, listeners: &[Listener]) -> Result<(), ListenerError> {
+    for l in listeners {
+        for bind in &l.binds {
+            let addr = bind.to_string();
+            match &l.tls {
+                Some(tls) => service.add_tls_with_settings(&addr, None, settings(&l.name, tls)?),
+                None => service.add_tcp(&addr),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// OpenSSL acceptor settings for one TLS listener.
+fn settings(listener: &str, tls: &ListenerTls) -> Result<TlsSettings, ListenerError> {
+    let first = tls.certificates.first();
+    let (cert, key) = first
+        .map(|c| (c.cert.display().to_string(), c.key.display().to_string()))
+        .unwrap_or_default();
+    let mut s =
+        TlsSettings::intermediate(&cert, &key).map_err(|source| ListenerError::Certificate {
+            listener: listener.to_owned(),
+            cert: cert.clone(),
+            source,
+        })?;
+    let setting = |what| {
+        move |source| ListenerError::Setting {
+            listener: listener.to_owned(),
+            what,
+            source,
+        }
+    };
+    s.set_min_proto_version(Some(version(tls.min_version)))
+        .map_err(setting("min_version"))?;
+    s.set_max_proto_version(Some(version(tls.max_version)))
+        .map_err(setting("max_version"))?;
+    if let Some(ciphers) = &tls.ciphers {
+        s.set_cipher_list(ciphers).map_err(setting("ciphers"))?;
+    }
+    if tls.http2 {
+        s.enable_h2();
+    }
+    Ok(s)
+}
+
+fn version(v: TlsVersion) -> SslVersion {
+    match v {
+        TlsVersion::V1_2 => SslVersion::TLS1_2,
+        TlsVersion::V1_3 => SslVersion::TLS1_3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(binds: &[&str]) -> Listener {
+        Listener {
+            name: "l".into(),
+            binds: binds.iter().map(|b| b.parse().unwrap()).collect(),
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn exact_binds_win_over_wildcards() {
+        let idx = BindIndex::new(&[listener(&["0.0.0.0:443"]), listener(&["127.0.0.1:8443"])]);
+        assert_eq!(idx.lookup("10.1.2.3:443".parse().unwrap()), Some(0));
+        assert_eq!(idx.lookup("127.0.0.1:8443".parse().unwrap()), Some(1));
+        assert_eq!(idx.lookup("127.0.0.1:9999".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn mapped_ipv4_addresses_find_their_listener() {
+        let idx = BindIndex::new(&[listener(&["127.0.0.1:8443"])]);
+        assert_eq!(
+            idx.lookup("[::ffff:127.0.0.1]:8443".parse().unwrap()),
+            Some(0)
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Connections to backends: how each server's `HttpPeer` is set up, and the whitelist check
+//! that runs on every request before a single request byte is written.
+//!
+//! Pingora has no per-peer verify callback for OpenSSL. The handshake-complete hook records
+//! the leaf's SPKI hash in the connection's digest; `check` reads it back in
+//! `connected_to_upstream`, for new and reused connections alike, and fails closed when it is
+//! missing. See docs/architecture.md.
+
+use crate::config::{PinMode, ServerConfig, Timeouts, UpstreamTls};
+use crate::tls::Pin;
+use openssl::hash::{hash, MessageDigest};
+use pingora::protocols::tls::HandshakeCompleteHook;
+use pingora::protocols::Digest;
+use pingora::tls::ssl::SslRef;
+use pingora::upstreams::peer::HttpPeer;
+use std::any::Any;
+use std::sync::Arc;
+
+/// What the handshake hook learns about the backend's leaf certificate.
+#[derive(Debug, Clone)]
+pub struct PresentedCert {
+    /// The leaf's public-key pin.
+    pub pin: Pin,
+    /// The leaf's `notAfter`, as OpenSSL prints it.
+    pub not_after: String,
+}
+
+/// Why a connection to a backend is refused after the handshake.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PinError {
+    /// The leaf's key is not on the pool's whitelist.
+    #[error("certificate public key not whitelisted (presented pin {0})")]
+    NotWhitelisted(Pin),
+    /// No leaf information was recorded for this connection (no TLS, or no certificate).
+    #[error("no certificate information for this connection")]
+    NoCertificate,
+}
+
+/// The hook that records every upstream leaf's pin in the TLS digest. Built once, shared.
+pub fn handshake_hook() -> HandshakeCompleteHook {
+    Arc::new(|ssl: &SslRef| {
+        let cert = ssl.peer_certificate()?;
+        let der = cert.public_key().ok()?.public_key_to_der().ok()?;
+        let digest = hash(MessageDigest::sha256(), &der).ok()?;
+        let pin: [u8; 32] = digest.as_ref().try_into().ok()?;
+        let presented = PresentedCert {
+            pin: Pin(pin),
+            not_after: cert.not_after().to_string(),
+        };
+        Some(Arc::new(presented) as Arc<dyn Any + Send + Sync>)
+    })
+}
+
+/// The leaf information recorded for a connection, if any.
+pub fn presented(digest: Option<&Digest>) -> Option<&PresentedCert> {
+    digest?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<PresentedCert>()
+}
+
+/// Checks a connection (new or reused) against the pool's whitelist. `Ok` for pools trusted by
+/// CA only: their chain was verified during the handshake.
+pub fn check(tls: &UpstreamTls, digest: Option<&Digest>) -> Result<(), PinError> {
+    if tls.pins.is_empty() {
+        return Ok(());
+    }
+    let leaf = presented(digest).ok_or(PinError::NoCertificate)?;
+    if tls.pins.contains(&leaf.pin) {
+        Ok(())
+    } else {
+        Err(PinError::NotWhitelisted(leaf.pin))
+    }
+}
+
+/// Whether a failed check refuses the connection.
+pub fn enforced(tls: &UpstreamTls) -> bool {
+    tls.pin_mode == PinMode::Enforce
+}
+
+/// The peer template for one server; cloned for every request.
+pub fn peer(
+    server: &ServerConfig,
+    tls: Option<&UpstreamTls>,
+    timeouts: &Timeouts,
+    group_key: u64,
+    hook: &HandshakeCompleteHook,
+) -> HttpPeer {
+    let sni = tls
+        .and_then(|t| t.sni.clone())
+        .or_else(|| server.host.clone())
+        .unwrap_or_default();
+    let mut peer = HttpPeer::new(server.address, tls.is_some(), sni);
+    let o = &mut peer.options;
+    o.connection_timeout = Some(timeouts.connect);
+    o.total_connection_timeout = Some(timeouts.connect);
+    o.read_timeout = Some(timeouts.request);
+    o.idle_timeout = Some(timeouts.idle);
+    if let Some(tls) = tls {
+        let verify = tls.verifies_chain();
+        o.verify_cert = verify;
+        o.verify_hostname = verify && tls.verify_hostname;
+        o.ca = tls.ca.clone();
+        o.upstream_tls_handshake_complete_hook = Some(hook.clone());
+        peer.client_cert_key = tls.client_certificate.clone();
+        // ca, pins and the hook are not part of Pingora's reuse hash: isolate per pool policy.
+        peer.group_key = group_key;
+    }
+    peer
+}
+
+/// A stable key for a pool's trust policy, so pooled connections are never handed to a pool
+/// that would have judged the handshake differently.
+pub fn group_key(pool_name: &str, tls: &UpstreamTls) -> u64 {
+    let mut material = Vec::new();
+    material.extend_from_slice(pool_name.as_bytes());
+    material.push(0);
+    for pin in tls.pins.iter() {
+        material.extend_from_slice(&pin.0);
+    }
+    material.push(u8::from(tls.verify_hostname));
+    material.push(u8::from(tls.pin_mode == PinMode::Enforce));
+    for cert in tls.ca.iter().flat_map(|c| c.iter()) {
+        if let Ok(der) = cert.to_der() {
+            material.extend_from_slice(&der);
+        }
+    }
+    let digest = hash(MessageDigest::sha256(), &material)
+        .map(|d| d.to_vec())
+        .unwrap_or_default();
+    digest
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::PinSet;
+
+    fn tls(pins: Vec<Pin>) -> UpstreamTls {
+        UpstreamTls {
+            sni: None,
+            pins: PinSet::new(pins),
+            pin_mode: PinMode::Enforce,
+            ca: None,
+            verify_hostname: true,
+            client_certificate: None,
+        }
+    }
+
+    #[test]
+    fn pinned_pool_without_certificate_information_fails_closed() {
+        assert_eq!(
+            check(&tls(vec![Pin([1; 32])]), None),
+            Err(PinError::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn ca_only_pool_needs_no_pin() {
+        assert_eq!(check(&tls(vec![]), None), Ok(()));
+    }
+
+    #[test]
+    fn group_keys_differ_by_pool_and_pins() {
+        let a = group_key("a", &tls(vec![Pin([1; 32])]));
+        assert_eq!(a, group_key("a", &tls(vec![Pin([1; 32])])));
+        assert_ne!(a, group_key("b", &tls(vec![Pin([1; 32])])));
+        assert_ne!(a, group_key("a", &tls(vec![Pin([2; 32])])));
+    }
+}
