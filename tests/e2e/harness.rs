@@ -1,0 +1,26 @@
+//! Test harness: certificates, backends, clients and the gateway process.
+
+pub mod backend;
+pub mod certs;
+pub mod client;
+pub mod gateway;
+
+pub use backend::Backend;
+pub use certs::{Ca, Identity};
+pub use client::{get, request, Conn, Response};
+pub use gateway::{free_port, pinion, Env, Gateway};
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns `Some`, or panics after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}

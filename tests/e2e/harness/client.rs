@@ -1,0 +1,147 @@
+//! Raw HTTP/1.1 clients over TLS or TCP, so tests control every byte (spoofed headers,
+//! unnormalized paths).
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A client connection that can carry several requests.
+pub struct Conn {
+    stream: Box<dyn ReadWrite>,
+    buf: Vec<u8>,
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl Conn {
+    /// A TLS connection to the gateway on 127.0.0.1:`port` (no ALPN: HTTP/1.1).
+    pub fn tls(port: u16) -> Conn {
+        let tcp = tcp(port);
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        let s = b.build().connect("localhost", tcp).unwrap();
+        Conn {
+            stream: Box::new(s),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A plain TCP connection.
+    pub fn plain(port: u16) -> Conn {
+        Conn {
+            stream: Box::new(tcp(port)),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes and reads one response.
+    pub fn send(&mut self, raw: &str) -> Response {
+        self.stream.write_all(raw.as_bytes()).unwrap();
+        self.read_response()
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    fn read_response(&mut self) -> Response {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            assert!(self.fill(), "connection closed before a response head: {:?}", String::from_utf8_lossy(&self.buf));
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+        self.buf.drain(..end + 4);
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let mut r = Response {
+            status,
+            headers,
+            body: String::new(),
+        };
+        let body = if let Some(len) = r.header("content-length").and_then(|v| v.parse().ok()) {
+            while self.buf.len() < len {
+                assert!(self.fill(), "connection closed inside a body");
+            }
+            self.buf.drain(..len).collect::<Vec<u8>>()
+        } else if r.header("transfer-encoding").is_some() {
+            self.read_chunked()
+        } else {
+            while self.fill() {}
+            std::mem::take(&mut self.buf)
+        };
+        r.body = String::from_utf8_lossy(&body).to_string();
+        r
+    }
+
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                assert!(self.fill(), "connection closed inside a chunk size");
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                assert!(self.fill(), "connection closed inside a chunk");
+            }
+            out.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return out;
+            }
+        }
+    }
+}
+
+fn tcp(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+/// Sends one raw request on a new TLS connection.
+pub fn request(port: u16, raw: &str) -> Response {
+    Conn::tls(port).send(raw)
+}
+
+/// `GET path` with `Host: host` on a new TLS connection.
+pub fn get(port: u16, host: &str, path: &str) -> Response {
+    request(port, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+}

@@ -1,0 +1,122 @@
+//! The real `pinion` binary, started on a generated YAML file.
+
+use super::certs::Identity;
+use super::wait_for;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// A free port on 127.0.0.1 (bound and released; the kernel does not reuse it at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The pinion binary under test.
+pub fn pinion() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pinion"))
+}
+
+/// A test directory with a front-end certificate and a port for the HTTPS listener.
+pub struct Env {
+    pub dir: TempDir,
+    pub port: u16,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        Identity::self_signed(&["localhost"]).write(dir.path(), "front");
+        Env {
+            dir,
+            port: free_port(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `listeners:` section with one HTTPS listener named `https`.
+    pub fn listeners(&self) -> String {
+        format!(
+            "listeners:\n  - name: https\n    bind: 127.0.0.1:{}\n    tls:\n      certificates:\n        - cert: front.pem\n          key: front.key\n",
+            self.port
+        )
+    }
+
+    /// Writes `yaml` plus a `server:` section private to this test, starts pinion on it and
+    /// waits until the listener accepts connections.
+    pub fn start(self, yaml: &str) -> Gateway {
+        let port = self.port;
+        let file = self.write_config(yaml);
+        let log = self.dir.path().join("pinion.log");
+        let child = pinion()
+            .arg("-c")
+            .arg(&file)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway {
+            child,
+            env: self,
+            log,
+        };
+        wait_for("the gateway to listen", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("pinion exited with {status}: {}", gw.logs());
+            }
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        gw
+    }
+
+    /// Writes the config file and returns its path.
+    pub fn write_config(&self, yaml: &str) -> PathBuf {
+        let d = self.dir.path().display();
+        let file = self.dir.path().join("pinion.yaml");
+        let server = format!(
+            "server:\n  threads: 2\n  pid_file: {d}/pinion.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n"
+        );
+        std::fs::write(&file, format!("{server}{yaml}")).unwrap();
+        file
+    }
+}
+
+/// A running gateway; killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pub env: Env,
+    log: PathBuf,
+}
+
+impl Gateway {
+    pub fn port(&self) -> u16 {
+        self.env.port
+    }
+
+    /// Everything pinion logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains every needle; returns that line.
+    pub fn log_line(&self, needles: &[&str]) -> String {
+        wait_for("a log line", Duration::from_secs(10), || {
+            self.logs()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_owned)
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
