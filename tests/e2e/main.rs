@@ -4,3 +4,6 @@
 mod harness;
 
 mod pinning;
+mod routing;
+mod headers;
+mod pin_command;

@@ -1,0 +1,43 @@
+//! Headers toward the backend (SPEC "HTTP behaviour").
+
+use crate::harness::{request, Backend, Env, Identity};
+
+#[test]
+fn forwarding_headers_are_set_by_the_gateway_and_spoofed_ones_dropped() {
+    let key = Identity::self_signed(&["b.internal"]);
+    let backend = Backend::https("b", &key);
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let yaml = format!(
+        "{}pools:\n  - name: p\n    servers: [127.0.0.1:{}]\n    tls:\n      pins:\n        - cert: k.pem\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port
+    );
+    let gw = env.start(&yaml);
+    let port = gw.port();
+    let r = request(
+        port,
+        "GET /x HTTP/1.1\r\nHost: WWW.Example.com:8443\r\nX-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 1\r\nX-Original-Host: evil.example\r\nX-Request-Id: spoofed\r\nForwarded: for=6.6.6.6\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", gw.logs());
+    let seen = &backend.requests()[0];
+    assert_eq!(seen.all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-port"), Some(port.to_string().as_str()));
+    assert_eq!(seen.header("x-forwarded-host"), Some("WWW.Example.com:8443"));
+    assert_eq!(seen.header("x-original-host"), Some("WWW.Example.com:8443"));
+    assert_eq!(seen.header("host"), Some("WWW.Example.com:8443"), "Host is preserved");
+    assert!(seen.all("forwarded").is_empty());
+    let id = seen.header("x-request-id").unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+
+    request(port, "GET /y HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    let second = &backend.requests()[1];
+    assert_ne!(second.header("x-request-id"), Some(id), "ids are per request");
+    assert!(!backend
+        .requests()
+        .iter()
+        .flat_map(|r| r.headers.iter())
+        .any(|(_, v)| v.contains("6.6.6.6") || v.contains("7.7.7.7") || v.contains("evil") || v == "spoofed"));
+}
