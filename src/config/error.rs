@@ -86,7 +86,7 @@ pub enum Problem {
     #[error("a route needs `pool` (or `redirect`)")]
     NoTarget,
     /// A key of the SPEC that this version does not implement yet.
-    #[error("{what} is not supported yet (it comes with {planned}); {instead}")]
+    #[error("{what}: not supported yet (comes with {planned}); {instead}")]
     NotSupportedYet {
         what: &'static str,
         planned: &'static str,

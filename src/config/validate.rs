@@ -26,14 +26,14 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
         v.not_yet(
             root.key("admin"),
             "the admin listener",
-            "issue 5 (operations)",
+            "issue 5, operations",
         );
     }
     if raw.access_log.is_some() {
         v.not_yet(
             root.key("access_log"),
             "the access log",
-            "issue 5 (operations)",
+            "issue 5, operations",
         );
     }
     let server = v.server(raw.server.unwrap_or_default(), &root.key("server"));
@@ -216,14 +216,14 @@ impl Validator<'_> {
             ("response_headers", raw.response_headers.is_some()),
         ] {
             if present {
-                self.not_yet(path.key(key), "header rewriting", "issue 4 (front door)");
+                self.not_yet(path.key(key), "header rewriting", "issue 4, front door");
             }
         }
         if raw.redirect.is_some() {
             self.not_yet(
                 path.key("redirect"),
                 "route redirects",
-                "issue 4 (front door)",
+                "issue 4, front door",
             );
         }
         let route_listeners = raw.listeners.as_ref().map(|names| {

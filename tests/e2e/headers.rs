@@ -23,21 +23,41 @@ fn forwarding_headers_are_set_by_the_gateway_and_spoofed_ones_dropped() {
     let seen = &backend.requests()[0];
     assert_eq!(seen.all("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
-    assert_eq!(seen.header("x-forwarded-port"), Some(port.to_string().as_str()));
-    assert_eq!(seen.header("x-forwarded-host"), Some("WWW.Example.com:8443"));
+    assert_eq!(
+        seen.header("x-forwarded-port"),
+        Some(port.to_string().as_str())
+    );
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some("WWW.Example.com:8443")
+    );
     assert_eq!(seen.header("x-original-host"), Some("WWW.Example.com:8443"));
-    assert_eq!(seen.header("host"), Some("WWW.Example.com:8443"), "Host is preserved");
+    assert_eq!(
+        seen.header("host"),
+        Some("WWW.Example.com:8443"),
+        "Host is preserved"
+    );
     assert!(seen.all("forwarded").is_empty());
     let id = seen.header("x-request-id").unwrap();
     assert_eq!(id.len(), 32);
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
 
-    request(port, "GET /y HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    request(
+        port,
+        "GET /y HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
     let second = &backend.requests()[1];
-    assert_ne!(second.header("x-request-id"), Some(id), "ids are per request");
+    assert_ne!(
+        second.header("x-request-id"),
+        Some(id),
+        "ids are per request"
+    );
     assert!(!backend
         .requests()
         .iter()
         .flat_map(|r| r.headers.iter())
-        .any(|(_, v)| v.contains("6.6.6.6") || v.contains("7.7.7.7") || v.contains("evil") || v == "spoofed"));
+        .any(|(_, v)| v.contains("6.6.6.6")
+            || v.contains("7.7.7.7")
+            || v.contains("evil")
+            || v == "spoofed"));
 }

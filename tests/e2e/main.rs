@@ -3,7 +3,8 @@
 
 mod harness;
 
-mod pinning;
-mod routing;
+mod config_errors;
 mod headers;
 mod pin_command;
+mod pinning;
+mod routing;

@@ -31,16 +31,41 @@ fn pins_of_files_match_the_openssl_pipeline() {
     let der = dir.path().join("b.cer");
     std::fs::write(&der, b.cert.to_der().unwrap()).unwrap();
     let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, [a.cert.to_pem().unwrap(), b.cert.to_pem().unwrap()].concat()).unwrap();
+    std::fs::write(
+        &bundle,
+        [a.cert.to_pem().unwrap(), b.cert.to_pem().unwrap()].concat(),
+    )
+    .unwrap();
     let pubkey = dir.path().join("a.pub");
-    std::fs::write(&pubkey, a.cert.public_key().unwrap().public_key_to_pem().unwrap()).unwrap();
+    std::fs::write(
+        &pubkey,
+        a.cert.public_key().unwrap().public_key_to_pem().unwrap(),
+    )
+    .unwrap();
 
-    let out = pinion().arg("pin").args([&a_pem, &der, &bundle, &pubkey]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = pinion()
+        .arg("pin")
+        .args([&a_pem, &der, &bundle, &pubkey])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let pins: Vec<&str> = stdout.lines().map(first_field).collect();
     let (pa, pb) = (openssl_pin(&a_pem), openssl_pin(&b_pem));
-    assert_eq!(pins, [pa.as_str(), pb.as_str(), pa.as_str(), pb.as_str(), pa.as_str()]);
+    assert_eq!(
+        pins,
+        [
+            pa.as_str(),
+            pb.as_str(),
+            pa.as_str(),
+            pb.as_str(),
+            pa.as_str()
+        ]
+    );
 }
 
 #[test]
@@ -50,10 +75,20 @@ fn pin_of_a_live_server_matches_its_certificate() {
     let (pem, _) = id.write(dir.path(), "live");
     let backend = Backend::https("live", &id);
     let out = pinion()
-        .args(["pin", "--connect", &format!("127.0.0.1:{}", backend.port), "--sni", "live.example"])
+        .args([
+            "pin",
+            "--connect",
+            &format!("127.0.0.1:{}", backend.port),
+            "--sni",
+            "live.example",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(first_field(&stdout), openssl_pin(&pem));
     assert_eq!(backend.request_bytes(), 0, "pin --connect sends no request");
@@ -67,7 +102,10 @@ fn pin_errors_exit_1_and_usage_errors_exit_2() {
     let out = pinion().arg("pin").arg(&junk).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.pem"));
-    let out = pinion().args(["pin", "--connect", "127.0.0.1:1"]).output().unwrap();
+    let out = pinion()
+        .args(["pin", "--connect", "127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let out = pinion().args(["pin", "--frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -36,7 +36,11 @@ fn backend_with_another_key_gets_no_request_bytes_and_the_client_gets_502() {
     let yaml = format!(
         "{}pools:\n{}routes:\n  - name: all\n    pool: api\n",
         env.listeners(),
-        pool("api", &backend, "      pins:\n        - cert: whitelisted.pem\n")
+        pool(
+            "api",
+            &backend,
+            "      pins:\n        - cert: whitelisted.pem\n"
+        )
     );
     let gw = env.start(&yaml);
     for _ in 0..3 {
@@ -44,14 +48,30 @@ fn backend_with_another_key_gets_no_request_bytes_and_the_client_gets_502() {
         assert_eq!(r.status, 502);
         assert_eq!(r.body, "502 Bad Gateway\n");
     }
-    assert!(backend.handshakes() >= 1, "the gateway never reached the backend");
-    assert_eq!(backend.request_bytes(), 0, "request bytes reached a non-whitelisted backend");
+    assert!(
+        backend.handshakes() >= 1,
+        "the gateway never reached the backend"
+    );
+    assert_eq!(
+        backend.request_bytes(),
+        0,
+        "request bytes reached a non-whitelisted backend"
+    );
     assert!(backend.requests().is_empty());
     let line = gw.log_line(&["pool api", "not whitelisted"]);
-    assert!(line.contains(&format!("127.0.0.1:{}", backend.port)), "{line}");
-    assert!(line.contains(&impostor.pin()), "the log must show the presented pin: {line}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", backend.port)),
+        "{line}"
+    );
+    assert!(
+        line.contains(&impostor.pin()),
+        "the log must show the presented pin: {line}"
+    );
     assert_eq!(
-        gw.logs().lines().filter(|l| l.contains("/secret") || l.contains("Fail to proxy")).count(),
+        gw.logs()
+            .lines()
+            .filter(|l| l.contains("/secret") || l.contains("Fail to proxy"))
+            .count(),
         0,
         "one line per rejection, from pinion: {}",
         gw.logs()
@@ -117,7 +137,11 @@ fn ca_mode_accepts_its_chain_and_rejects_another_ca() {
     assert_eq!(get(gw.port(), "h", "/foreign").status, 502);
     assert_eq!(get(gw.port(), "h", "/name").status, 502);
     assert_eq!(foreign.request_bytes(), 0);
-    gw.log_line(&["pool foreign", &format!("127.0.0.1:{}", foreign.port), "InvalidCert"]);
+    gw.log_line(&[
+        "pool foreign",
+        &format!("127.0.0.1:{}", foreign.port),
+        "InvalidCert",
+    ]);
     assert_eq!(wrong_name.request_bytes(), 0);
     assert_eq!(good.requests().len(), 1);
 }
@@ -145,8 +169,16 @@ fn pins_and_ca_together_require_both() {
     );
     let gw = env.start(&yaml);
     assert_eq!(get(gw.port(), "h", "/a").status, 200, "{}", gw.logs());
-    assert_eq!(get(gw.port(), "h", "/b").status, 502, "CA-signed but not pinned");
-    assert_eq!(get(gw.port(), "h", "/c").status, 502, "pinned but not CA-signed");
+    assert_eq!(
+        get(gw.port(), "h", "/b").status,
+        502,
+        "CA-signed but not pinned"
+    );
+    assert_eq!(
+        get(gw.port(), "h", "/c").status,
+        502,
+        "pinned but not CA-signed"
+    );
     assert_eq!(b_unpinned.request_bytes() + b_self.request_bytes(), 0);
 }
 
@@ -163,7 +195,10 @@ fn without_pins_or_ca_the_system_store_is_required() {
     let gw = env.start(&yaml);
     assert_eq!(get(gw.port(), "h", "/").status, 502);
     assert_eq!(backend.request_bytes(), 0);
-    assert!(backend.handshakes() == 0, "an untrusted chain fails inside the handshake");
+    assert!(
+        backend.handshakes() == 0,
+        "an untrusted chain fails inside the handshake"
+    );
     gw.log_line(&["pool sys", "502", "InvalidCert"]);
 }
 
@@ -187,12 +222,24 @@ fn a_connection_pooled_for_one_pin_set_is_never_used_by_another() {
         let r = conn.send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(r.status, 200);
     }
-    assert_eq!(backend.handshakes(), 1, "keep-alive to the backend reuses one connection");
+    assert_eq!(
+        backend.handshakes(),
+        1,
+        "keep-alive to the backend reuses one connection"
+    );
     for _ in 0..2 {
         assert_eq!(get(gw.port(), "h", "/b").status, 502);
     }
-    let targets: Vec<String> = backend.requests().iter().map(|r| r.target.clone()).collect();
-    assert_eq!(targets, ["/a", "/a", "/a"], "pool b must never reach the backend");
+    let targets: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        ["/a", "/a", "/a"],
+        "pool b must never reach the backend"
+    );
 }
 
 #[test]
@@ -205,7 +252,11 @@ fn report_mode_logs_the_mismatch_and_allows_the_request() {
     let yaml = format!(
         "{}pools:\n{}routes:\n  - name: all\n    pool: p\n",
         env.listeners(),
-        pool("p", &backend, "      pin_mode: report\n      pins:\n        - cert: listed.pem\n")
+        pool(
+            "p",
+            &backend,
+            "      pin_mode: report\n      pins:\n        - cert: listed.pem\n"
+        )
     );
     let gw = env.start(&yaml);
     assert_eq!(get(gw.port(), "h", "/").status, 200);

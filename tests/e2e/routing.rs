@@ -4,7 +4,10 @@ use crate::harness::{get, request, Backend, Conn, Env, Identity};
 
 fn pinned_pool(env: &Env, name: &str, backends: &[&Backend], key: &Identity) -> String {
     key.write(env.path(), name);
-    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}", b.port)).collect();
+    let servers: Vec<String> = backends
+        .iter()
+        .map(|b| format!("127.0.0.1:{}", b.port))
+        .collect();
     format!(
         "  - name: {name}\n    servers: [{}]\n    tls:\n      pins:\n        - cert: {name}.pem\n",
         servers.join(", ")
@@ -91,15 +94,25 @@ fn the_backend_receives_the_normalized_path_and_query() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "b /b?x=1&y=%2F\n");
     assert_eq!(get(gw.port(), "h", "/%62").body, "b /b\n");
-    assert_eq!(get(gw.port(), "h", "/public/./x//y").body, "b /public/x/y\n");
+    assert_eq!(
+        get(gw.port(), "h", "/public/./x//y").body,
+        "b /public/x/y\n"
+    );
     // Traversal above the root and encoded slashes that would change the route: 400.
     assert_eq!(get(gw.port(), "h", "/../b").status, 400);
     assert_eq!(get(gw.port(), "h", "/public/..%2Fadmin/x").status, 400);
-    assert_eq!(get(gw.port(), "h", "/public/%2e%2e/admin/x").body, "admin /admin/x\n");
+    assert_eq!(
+        get(gw.port(), "h", "/public/%2e%2e/admin/x").body,
+        "admin /admin/x\n"
+    );
     assert_eq!(get(gw.port(), "h", "/b%00").status, 400);
     assert_eq!(get(gw.port(), "h", "/b%zz").status, 400);
     let targets: Vec<String> = admin.requests().iter().map(|r| r.target.clone()).collect();
-    assert_eq!(targets, ["/admin/x"], "only the normalized admin path reached the admin pool");
+    assert_eq!(
+        targets,
+        ["/admin/x"],
+        "only the normalized admin path reached the admin pool"
+    );
 }
 
 #[test]
@@ -134,7 +147,10 @@ fn plain_http_listener_and_plain_http_backend() {
     let r = Conn::plain(gw.port()).send("GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "plain /x\n");
-    assert_eq!(backend.requests()[0].header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        backend.requests()[0].header("x-forwarded-proto"),
+        Some("http")
+    );
 }
 
 #[test]

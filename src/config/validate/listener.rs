@@ -30,7 +30,7 @@ impl Validator<'_> {
         path: &KeyPath,
         bound: &mut HashMap<SocketAddr, String>,
     ) -> Listener {
-        let front_door = "issue 4 (front door)";
+        let front_door = "issue 4, front door";
         if raw.proxy_protocol == Some(true) {
             self.not_yet(path.key("proxy_protocol"), "the PROXY protocol", front_door);
         }
@@ -115,7 +115,7 @@ impl Validator<'_> {
                 certs_path.index(1),
                 Problem::NotSupportedYet {
                     what: "more than one certificate per listener (chosen by SNI)",
-                    planned: "issue 4 (front door)",
+                    planned: "issue 4, front door",
                     instead: "keep one certificate per listener",
                 },
             );

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-const POOLS_ISSUE: &str = "issue 3 (backend pools)";
+const POOLS_ISSUE: &str = "issue 3, backend pools";
 
 impl Validator<'_> {
     pub(super) fn pools(&mut self, raw: &[RawPool], path: &KeyPath) -> Vec<PoolConfig> {

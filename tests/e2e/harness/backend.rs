@@ -152,9 +152,9 @@ fn exchange(mut s: impl Read + Write, state: &State, name: &str) {
                 break;
             }
             buf.drain(..end + 4 + body_len);
-            let close = headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+            let close = headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close")
+            });
             let body = format!("{name} {target}\n");
             state.requests.lock().unwrap().push(Recorded {
                 method,

@@ -30,11 +30,14 @@ fn builder(cn: &str, key: &PKey<Private>) -> X509Builder {
     b.set_version(2).unwrap();
     let mut serial = BigNum::new().unwrap();
     serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
     b.set_subject_name(&name).unwrap();
     b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
     b
 }
 
@@ -128,7 +131,8 @@ impl Ca {
     pub fn issue(&self, names: &[&str]) -> Identity {
         let key = new_key();
         let mut b = builder(names[0], &key);
-        b.set_issuer_name(self.identity.cert.subject_name()).unwrap();
+        b.set_issuer_name(self.identity.cert.subject_name())
+            .unwrap();
         add_names(&mut b, names);
         b.sign(&self.identity.key, MessageDigest::sha256()).unwrap();
         Identity {

@@ -76,12 +76,23 @@ impl Conn {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i;
             }
-            assert!(self.fill(), "connection closed before a response head: {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                self.fill(),
+                "connection closed before a response head: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
         };
         let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
         self.buf.drain(..end + 4);
         let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -116,7 +127,8 @@ impl Conn {
                 assert!(self.fill(), "connection closed inside a chunk size");
             };
             let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
             self.buf.drain(..line_end + 2);
             while self.buf.len() < size + 2 {
                 assert!(self.fill(), "connection closed inside a chunk");
@@ -143,5 +155,8 @@ pub fn request(port: u16, raw: &str) -> Response {
 
 /// `GET path` with `Host: host` on a new TLS connection.
 pub fn get(port: u16, host: &str, path: &str) -> Response {
-    request(port, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
 }

@@ -10,7 +10,11 @@ use tempfile::TempDir;
 
 /// A free port on 127.0.0.1 (bound and released; the kernel does not reuse it at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The pinion binary under test.

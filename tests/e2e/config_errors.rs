@@ -1,0 +1,215 @@
+//! `pinion -t`: every error at once, each with file:line:column, key path and what is accepted.
+
+use crate::harness::{pinion, Identity};
+use std::path::Path;
+
+/// Runs `pinion -t -c FILE` on `yaml` in a directory holding `good.pem/key` and `other.pem/key`.
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = Identity::self_signed(&["good.example"]);
+    good.write(dir.path(), "good");
+    Identity::self_signed(&["other.example"]).write(dir.path(), "other");
+    std::fs::write(
+        dir.path().join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nxx\n",
+    )
+    .unwrap();
+    check_in(dir.path(), yaml)
+}
+
+fn check_in(dir: &Path, yaml: &str) -> (i32, String) {
+    let file = dir.join("pinion.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = pinion().arg("-t").arg("-c").arg(&file).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap(), stderr)
+}
+
+const LISTENER: &str = "listeners:\n  - name: https\n    bind: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: good.pem\n          key: good.key\n";
+const POOL: &str = "pools:\n  - name: p\n    servers: [127.0.0.1:9443]\n    tls:\n      pins:\n        - cert: good.pem\n";
+const ROUTE: &str = "routes:\n  - name: r\n    pool: p\n";
+
+#[test]
+fn a_valid_file_passes() {
+    let (code, stderr) = check(&format!("{LISTENER}{POOL}{ROUTE}"));
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+#[test]
+fn each_bad_config_names_line_column_path_and_what_is_accepted() {
+    // (the whole file, "line:column: path", words from the explanation)
+    let table: &[(String, &str, &[&str])] = &[
+        (
+            format!("{LISTENER}{POOL}{ROUTE}listenrs: []\n"),
+            ":17:1: .",
+            &["unknown field `listenrs`", "expected one of"],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers:\n      - address: 127.0.0.1:1\n        weigth: 2\n{ROUTE}"),
+            ":12:9: pools[0].servers[0]",
+            &["unknown field `weigth`", "`address` or `weight`"],
+        ),
+        (
+            format!("listeners:\n  - name: https\n    bind: 127.0.0.1:99999\n{POOL}{ROUTE}"),
+            ":3:11: listeners[0].bind",
+            &["invalid address \"127.0.0.1:99999\"", "expected IP:PORT"],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [\"no such host!:1\"]\n{ROUTE}"),
+            ":10:15: pools[0].servers[0]",
+            &["not an IP address or a DNS name", "expected HOST:PORT"],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:1]\n    tls:\n      pins:\n        - cert: missing.pem\n{ROUTE}"),
+            ":13:17: pools[0].tls.pins[0].cert",
+            &["missing.pem", "No such file"],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:1]\n    tls:\n      pins:\n        - sha256: \"c2hvcnQ=\"\n{ROUTE}"),
+            ":13:19: pools[0].tls.pins[0].sha256",
+            &["invalid pin", "44 characters"],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:1]\n    tls:\n      pins:\n        - cert: garbage.pem\n{ROUTE}"),
+            ":13:17: pools[0].tls.pins[0].cert",
+            &["garbage.pem", "expected PEM or DER X.509"],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:1]\n    tls:\n      pins:\n        - cert: good.pem\n          sha256: x\n{ROUTE}"),
+            ":13:11: pools[0].tls.pins[0]",
+            &["exactly one of `cert`, `public_key` or `sha256`"],
+        ),
+        (
+            "listeners:\n  - name: https\n    bind: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: good.pem\n          key: other.key\n".to_owned() + POOL + ROUTE,
+            ":7:16: listeners[0].tls.certificates[0].key",
+            &["does not belong to the first certificate"],
+        ),
+        (
+            format!("{LISTENER}{POOL}routes:\n  - name: r\n    pool: nope\n"),
+            ":16:11: routes[0].pool",
+            &["unknown pool \"nope\"", "defined pools: p"],
+        ),
+        (
+            format!("{LISTENER}{POOL}routes:\n  - name: r\n    listeners: [http]\n    pool: p\n"),
+            ":16:17: routes[0].listeners[0]",
+            &["unknown listener \"http\"", "defined listeners: https"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}  - name: r\n    pool: p\n"),
+            ":17:11: routes[1].name",
+            &["duplicate name \"r\""],
+        ),
+        (
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:1]\n    tls:\n      ca: good.pem\n{ROUTE}"),
+            ":10:15: pools[0].servers[0]",
+            &["no host name to verify", "set `tls.sni`"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    affinity: {{cookie: x}}\n{ROUTE}"),
+            ":14:15: pools[0].affinity",
+            &["not supported yet", "issue 3"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}    paths: [\"images/*\"]\n"),
+            ":17:13: routes[0].paths[0]",
+            &["invalid path \"images/*\"", "\"/x/*\""],
+        ),
+        (
+            format!("listeners:\n  - name: https\n    bind: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: good.pem\n          key: good.key\n      min_version: \"1.1\"\n{POOL}{ROUTE}"),
+            ":8:20: listeners[0].tls.min_version",
+            &["\"1.2\" or \"1.3\""],
+        ),
+    ];
+    let mut misses = Vec::new();
+    for (yaml, place, words) in table {
+        let (code, stderr) = check(yaml);
+        assert_eq!(code, 1, "{yaml}\n{stderr}");
+        let Some(line) = stderr.lines().find(|l| l.contains(place)) else {
+            misses.push(format!("no error at {place} in:\n{stderr}"));
+            continue;
+        };
+        assert!(line.contains("pinion.yaml:"), "{line}");
+        for w in *words {
+            assert!(line.contains(w), "{line:?} should say {w:?}");
+        }
+        assert!(stderr.ends_with("configuration invalid\n"), "{stderr}");
+    }
+    assert!(misses.is_empty(), "{}", misses.join("\n"));
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let yaml = format!(
+        "listeners:\n  - name: https\n    bind: nope\n{POOL}  - name: p\n    servers: []\nroutes:\n  - name: r\n    pool: missing\n    hosts: [\"a*b\"]\n"
+    );
+    let (code, stderr) = check(&yaml);
+    assert_eq!(code, 1);
+    for place in [
+        ":3:11: listeners[0].bind",
+        ":10:11: pools[1].name",
+        ":11:14: pools[1].servers",
+        ":14:11: routes[0].pool",
+        ":15:13: routes[0].hosts[0]",
+    ] {
+        assert!(stderr.contains(place), "missing {place} in:\n{stderr}");
+    }
+    let (code, stderr) = check(&format!(
+        "{LISTENER}pools:\n  - name: p\n    servrs: []\n  - name: q\n    servers: [{{adress: x}}]\n{ROUTE}"
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(":10:5: pools[0]: unknown field `servrs`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":12:16: pools[1].servers[0]: unknown field `adress`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn errors_never_echo_the_file_and_bad_yaml_is_located() {
+    let secret = "sha256-looking-secret-value";
+    let (code, stderr) = check(&format!("{LISTENER}{POOL}{ROUTE}# {secret}\n  broken: [\n"));
+    assert_eq!(code, 1);
+    assert!(!stderr.contains(secret), "{stderr}");
+    assert!(stderr.contains("pinion.yaml:"), "{stderr}");
+    let (code, stderr) = check("");
+    assert_eq!(code, 1, "{stderr}");
+    let missing = pinion()
+        .args(["-t", "-c", "/nonexistent/pinion.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the file"));
+}
+
+#[test]
+fn checking_a_file_writes_nothing() {
+    // -t only reads; the file and its directory are left as they were.
+    let dir = tempfile::tempdir().unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    let (code, _) = check_in(dir.path(), "listeners: nope\n");
+    assert_eq!(code, 1);
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        before.len() + 1,
+        after.len(),
+        "only the config file we wrote is there: {after:?}"
+    );
+}
+
+#[test]
+fn the_shipped_example_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/pinion.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    Identity::self_signed(&["www.contoso.com"]).write(&dir.path().join("certs"), "www");
+    Identity::self_signed(&["api.internal"]).write(&dir.path().join("certs"), "api-backend");
+    let (code, stderr) = check_in(dir.path(), &example);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
