@@ -31,4 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Print the pin (base64 SHA-256 of the DER SubjectPublicKeyInfo) of certificates or keys.
     Pin(pin::PinArgs),
+    /// A self-contained demo on loopback: generated certificates, a whitelisted and a
+    /// non-whitelisted backend; prints what to curl.
+    Demo(crate::demo::DemoArgs),
 }

@@ -4,11 +4,13 @@
 //!
 //! `config` reads and validates the YAML file; `server` assembles Pingora from it; `proxy` is
 //! the per-request logic, delegating to `routing`, `pool`, `upstream` and `listener`; `tls`
-//! holds the pin type; `cli` is the command line.
+//! holds the pin type; `cli` is the command line; `demo` is `pinion demo` and its loopback
+//! backends.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod listener;
 pub mod pool;
 pub mod proxy;

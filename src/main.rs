@@ -13,6 +13,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Pin(args)) => pin(args),
+        Some(Command::Demo(args)) => match pinion::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pinion demo: {e}");
+                ExitCode::from(1)
+            }
+        },
         None => gateway(&cli),
     }
 }

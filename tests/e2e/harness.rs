@@ -5,10 +5,10 @@ pub mod certs;
 pub mod client;
 pub mod gateway;
 
-pub use backend::Backend;
+pub use backend::{one, Backend};
 pub use certs::{Ca, Identity};
-pub use client::{get, request, Conn, Response};
-pub use gateway::{free_port, pinion, Env, Gateway};
+pub use client::{get, request, Conn};
+pub use gateway::{free_port, pinion, Env};
 
 use std::time::{Duration, Instant};
 

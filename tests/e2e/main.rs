@@ -1,9 +1,13 @@
 //! End-to-end tests: the real `pinion` binary on generated YAML, real TLS backends on
 //! 127.0.0.1:0 with keys generated here, and real TLS clients.
 
+// Test code: a failed step should stop the test at once, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod harness;
 
 mod config_errors;
+mod demo;
 mod headers;
 mod pin_command;
 mod pinning;

@@ -148,7 +148,7 @@ fn plain_http_listener_and_plain_http_backend() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "plain /x\n");
     assert_eq!(
-        backend.requests()[0].header("x-forwarded-proto"),
+        crate::harness::one(&backend.requests()[0], "x-forwarded-proto"),
         Some("http")
     );
 }

@@ -1,0 +1,43 @@
+# The README's two commands: `make run` (build, start `pinion demo`) and `make test` (every check
+# CI runs). Both install missing system packages first, and do nothing when they are present.
+
+CARGO ?= cargo
+# command:Debian-package pairs. cmake, a C compiler, perl and make build the vendored OpenSSL and
+# zlib-ng; the openssl command line is what the pin tests compare `pinion pin` against.
+NEEDED := cmake:cmake cc:gcc make:make perl:perl openssl:openssl
+
+.PHONY: run test deps build release bench clean
+
+deps:
+	@missing=""; \
+	for pair in $(NEEDED); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "cargo is required: install Rust with rustup"; exit 1; }
+
+run: release
+	./target/release/pinion demo
+
+release: deps
+	$(CARGO) build --release --locked
+
+build: deps
+	$(CARGO) build --locked
+
+test: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) test --locked --doc
+	$(CARGO) test --locked --all-targets
+
+bench: deps
+	$(CARGO) bench --locked
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,229 @@
+//! A small HTTPS (or plain HTTP) origin on loopback that answers every request with
+//! `200 NAME TARGET` and records what it received: the demo's backends and the tests' fixture.
+
+use super::certs::Identity;
+use openssl::error::ErrorStack;
+use openssl::ssl::{SslAcceptor, SslMethod};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Errors starting a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The TLS acceptor could not be built.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] ErrorStack),
+    /// The socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// One request as the backend received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The method.
+    pub method: String,
+    /// The request target (path and query).
+    pub target: String,
+    /// Headers in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    /// Every value of a header (case-insensitive name).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.all(name).first().copied()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    accepted: AtomicUsize,
+    handshakes: AtomicUsize,
+    bytes: AtomicUsize,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+/// A running backend; it stops accepting when dropped.
+pub struct Backend {
+    /// The name it answers with.
+    pub name: String,
+    /// Its address on loopback.
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// An HTTPS backend presenting `identity`, on `bind` (e.g. `127.0.0.1:0`).
+    pub fn https(name: &str, identity: &Identity, bind: &str) -> Result<Backend, BackendError> {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+        b.set_private_key(&identity.key)?;
+        b.set_certificate(&identity.cert)?;
+        Backend::start(name, Some(Arc::new(b.build())), bind)
+    }
+
+    /// A plain-HTTP backend on `bind`.
+    pub fn plain(name: &str, bind: &str) -> Result<Backend, BackendError> {
+        Backend::start(name, None, bind)
+    }
+
+    fn start(
+        name: &str,
+        tls: Option<Arc<SslAcceptor>>,
+        bind: &str,
+    ) -> Result<Backend, BackendError> {
+        let bind_err = |source| BackendError::Bind {
+            addr: bind.to_owned(),
+            source,
+        };
+        let listener = TcpListener::bind(bind).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let state = Arc::new(State::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st, n) = (state.clone(), stop.clone(), name.to_owned());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                s.accepted.fetch_add(1, Ordering::SeqCst);
+                let (s, tls, n) = (s.clone(), tls.clone(), n.clone());
+                std::thread::spawn(move || serve(stream, tls, &s, &n));
+            }
+        });
+        Ok(Backend {
+            name: name.to_owned(),
+            addr,
+            state,
+            stop,
+        })
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Application bytes received after the TLS handshake, over all connections.
+    pub fn request_bytes(&self) -> usize {
+        self.state.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Completed TLS handshakes.
+    pub fn handshakes(&self) -> usize {
+        self.state.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Accepted TCP connections.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(stream: TcpStream, tls: Option<Arc<SslAcceptor>>, state: &State, name: &str) {
+    match tls {
+        Some(acceptor) => {
+            if let Ok(s) = acceptor.accept(stream) {
+                state.handshakes.fetch_add(1, Ordering::SeqCst);
+                exchange(s, state, name);
+            }
+        }
+        None => exchange(stream, state, name),
+    }
+}
+
+/// Reads keep-alive requests and answers each.
+fn exchange(mut s: impl Read + Write, state: &State, name: &str) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        while let Some((request, consumed)) = parse(&buf) {
+            buf.drain(..consumed);
+            let close = request
+                .all("connection")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("close"));
+            let body = format!("{name} {}\n", request.target);
+            state
+                .requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(request);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(resp.as_bytes()).is_err() || close {
+                return;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                state.bytes.fetch_add(n, Ordering::SeqCst);
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// One complete request at the start of `buf` (head plus Content-Length body), and its size.
+fn parse(buf: &[u8]) -> Option<(Recorded, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(buf.get(..end)?);
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_owned();
+    let target = first.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let body_len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let total = end + 4 + body_len;
+    (buf.len() >= total).then_some((
+        Recorded {
+            method,
+            target,
+            headers,
+        },
+        total,
+    ))
+}
