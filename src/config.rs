@@ -12,11 +12,13 @@ pub mod locate;
 pub mod raw;
 mod validate;
 
+use validate::Unparsed;
+
 pub use error::{ConfigError, Diagnostic, Problem};
 
 use crate::routing::RouteTable;
 use crate::tls::PinSet;
-use locate::{parse_at, position_of, KeyPath, Position};
+use locate::{key_position_of, parse_at, position_of, KeyPath, Position};
 use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
 use raw::RawConfig;
@@ -190,82 +192,145 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
             problem: Problem::Unreadable(e.to_string()),
         }])
     })?;
-    let raw = parse(&text).map_err(fail)?;
     let base = file
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    validate::validate(raw, &base, file).map_err(|problems| {
-        let mut diagnostics: Vec<Diagnostic> = problems
-            .into_iter()
-            .map(|(path, problem)| Diagnostic {
-                position: position_of(&text, &path),
-                path: path.to_string(),
-                problem,
-            })
-            .collect();
-        diagnostics.sort_by_key(|d| d.position);
-        fail(diagnostics)
-    })
+    let (raw, unparsed, mut diagnostics) = parse(&text);
+    let Some(raw) = raw else {
+        return Err(fail(diagnostics));
+    };
+    match validate::validate(raw, &base, file, &unparsed) {
+        Ok(config) if diagnostics.is_empty() => Ok(config),
+        Ok(_) => Err(fail(diagnostics)),
+        Err(problems) => {
+            diagnostics.extend(problems.into_iter().map(|(path, problem)| {
+                let path = unparsed.original(path);
+                Diagnostic {
+                    position: position_of(&text, &path),
+                    path: path.to_string(),
+                    problem,
+                }
+            }));
+            diagnostics.sort_by_key(|d| d.position);
+            diagnostics.dedup();
+            Err(fail(diagnostics))
+        }
+    }
 }
 
-/// Parses the text into the raw document. On a schema error, re-checks each section and list
-/// item on its own so that every broken item is reported, not only the first.
-fn parse(text: &str) -> Result<RawConfig, Vec<Diagnostic>> {
+/// Parses the text into the raw document. On a schema error, each section and list item is
+/// parsed on its own: every broken item is reported, and the items that did parse are still
+/// returned so that their rule violations are reported in the same run.
+fn parse(text: &str) -> (Option<RawConfig>, Unparsed, Vec<Diagnostic>) {
     let first = match serde_yaml::from_str::<RawConfig>(text) {
-        Ok(raw) => return Ok(raw),
+        Ok(raw) => return (Some(raw), Unparsed::default(), Vec::new()),
         Err(e) => e,
     };
     let mut diags = vec![from_yaml_error(&first)];
-    if let Ok(serde_yaml::Value::Mapping(root)) = serde_yaml::from_str(text) {
-        let root_path = KeyPath::default();
-        for (key, value) in &root {
-            let Some(key) = key.as_str() else { continue };
-            let path = root_path.key(key);
-            match key {
-                "server" => check::<raw::RawServer>(text, &path, value, &mut diags),
-                "admin" => check::<raw::RawAdmin>(text, &path, value, &mut diags),
-                "access_log" => check::<raw::RawAccessLog>(text, &path, value, &mut diags),
-                "listeners" => check_list::<raw::RawListener>(text, &path, value, &mut diags),
-                "pools" => check_list::<raw::RawPool>(text, &path, value, &mut diags),
-                "routes" => check_list::<raw::RawRoute>(text, &path, value, &mut diags),
-                _ => {}
+    let Ok(serde_yaml::Value::Mapping(root)) = serde_yaml::from_str(text) else {
+        return (None, Unparsed::default(), diags);
+    };
+    let mut raw = RawConfig::default();
+    let mut unparsed = Unparsed::default();
+    let root_path = KeyPath::default();
+    for (key, value) in &root {
+        let Some(key) = key.as_str() else { continue };
+        let path = root_path.key(key);
+        match key {
+            "server" => raw.server = item(text, &path, value, &mut diags),
+            "admin" => raw.admin = item(text, &path, value, &mut diags),
+            "access_log" => raw.access_log = item(text, &path, value, &mut diags),
+            "listeners" => {
+                let (kept, list) = items(text, &path, value, &mut diags, &mut unparsed.listeners);
+                unparsed.kept.insert(key.to_owned(), kept);
+                raw.listeners = list;
             }
+            "pools" => {
+                let (kept, list) = items(text, &path, value, &mut diags, &mut unparsed.pools);
+                unparsed.kept.insert(key.to_owned(), kept);
+                raw.pools = list;
+            }
+            "routes" => {
+                let (kept, list) = items(text, &path, value, &mut diags, &mut Vec::new());
+                unparsed.kept.insert(key.to_owned(), kept);
+                raw.routes = list;
+            }
+            unknown => diags.push(Diagnostic {
+                position: key_position_of(text, &path),
+                path: ".".into(),
+                problem: Problem::Schema(format!(
+                    "unknown field `{unknown}`, expected one of {}",
+                    ROOT_KEYS.map(|k| format!("`{k}`")).join(", ")
+                )),
+            }),
         }
     }
     diags.sort_by_key(|d| d.position);
     diags.dedup();
-    Err(diags)
+    (Some(raw), unparsed, diags)
 }
 
-fn check<T: serde::de::DeserializeOwned>(
+/// The keys of the document's root, in the order serde_yaml lists them in its own errors.
+const ROOT_KEYS: [&str; 6] = [
+    "server",
+    "admin",
+    "access_log",
+    "listeners",
+    "pools",
+    "routes",
+];
+
+/// One section: `Some` when it parses, else its positioned error is recorded.
+fn item<T: serde::de::DeserializeOwned>(
     text: &str,
     path: &KeyPath,
     value: &serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
-) {
-    if value.is_null() || serde_yaml::from_value::<T>(value.clone()).is_ok() {
-        return;
+) -> Option<T> {
+    if value.is_null() {
+        return None;
     }
+    if let Ok(v) = serde_yaml::from_value::<T>(value.clone()) {
+        return Some(v);
+    }
+    // Parse again from the text, so the error carries its key path and position.
     if let Some(Err(e)) = parse_at::<T>(text, path) {
         diags.push(from_yaml_error(&e));
     }
+    None
 }
 
-fn check_list<T: serde::de::DeserializeOwned>(
+/// A list section: the items that parse with their original indices; the names of those that
+/// do not go to `broken`.
+fn items<T: serde::de::DeserializeOwned>(
     text: &str,
     path: &KeyPath,
     value: &serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
-) {
-    match value {
-        serde_yaml::Value::Sequence(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check::<T>(text, &path.index(i), item, diags);
+    broken: &mut Vec<String>,
+) -> (Vec<usize>, Vec<T>) {
+    let serde_yaml::Value::Sequence(list) = value else {
+        let all = item::<Vec<T>>(text, path, value, diags).unwrap_or_default();
+        return ((0..all.len()).collect(), all);
+    };
+    let mut out = Vec::new();
+    let mut kept = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        match item::<T>(text, &path.index(i), v, diags) {
+            Some(t) => {
+                kept.push(i);
+                out.push(t);
             }
+            None => broken.push(
+                v.get("name")
+                    .and_then(serde_yaml::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
         }
-        other => check::<Vec<T>>(text, path, other, diags),
     }
+    (kept, out)
 }
 
 /// Splits serde_yaml's "path: message at line L column C" into its parts.

@@ -67,10 +67,20 @@ const MARKER: &str = "\u{0}pinion-locate";
 
 /// Where the node at `path` starts, if the path exists in `text`.
 pub fn position_of(text: &str, path: &KeyPath) -> Option<Position> {
+    locate(text, path, false)
+}
+
+/// Where the mapping key that ends `path` is written (for "unknown key" errors).
+pub fn key_position_of(text: &str, path: &KeyPath) -> Option<Position> {
+    locate(text, path, true)
+}
+
+fn locate(text: &str, path: &KeyPath, at_key: bool) -> Option<Position> {
     let de = serde_yaml::Deserializer::from_str(text);
     let err = match (At {
         path: &path.0,
         target: Fail,
+        at_key,
     })
     .deserialize(de)
     {
@@ -96,6 +106,7 @@ pub fn parse_at<T: de::DeserializeOwned>(
     let result = At {
         path: &path.0,
         target: PhantomData::<T>,
+        at_key: false,
     }
     .deserialize(de);
     match result {
@@ -151,10 +162,12 @@ impl<'de> Visitor<'de> for FailVisitor {
     }
 }
 
-/// Walks down `path`, then hands the node to `target`.
+/// Walks down `path`, then hands the node to `target` (or, with `at_key`, fails at the key
+/// that ends the path).
 struct At<'p, S> {
     path: &'p [Seg],
     target: S,
+    at_key: bool,
 }
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for At<'_, S> {
@@ -167,12 +180,14 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for At<'_, S> {
                 index: 0,
                 rest,
                 target: self.target,
+                at_key: self.at_key,
             }),
             Some((Seg::Index(index), rest)) => d.deserialize_seq(Walk {
                 key: None,
                 index: *index,
                 rest,
                 target: self.target,
+                at_key: self.at_key,
             }),
         }
     }
@@ -183,6 +198,63 @@ struct Walk<'p, S> {
     index: usize,
     rest: &'p [Seg],
     target: S,
+    at_key: bool,
+}
+
+/// Reads a mapping key and tells whether it is the wanted one; fails there when asked to.
+struct KeySeed<'p> {
+    want: &'p str,
+    fail: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        // Decided inside the visitor, so that serde_yaml marks the error with the key's position.
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        self.decide(v == self.want)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+        self.decide(v.to_string() == self.want)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+        self.decide(v.to_string() == self.want)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+}
+
+impl KeySeed<'_> {
+    fn decide<E: de::Error>(&self, matches: bool) -> Result<bool, E> {
+        if matches && self.fail {
+            return Err(E::custom(MARKER));
+        }
+        Ok(matches)
+    }
 }
 
 impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Walk<'_, S> {
@@ -197,17 +269,17 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Walk<'_, S> {
         };
         let mut target = Some(self.target);
         let mut found = None;
-        while let Some(key) = map.next_key::<serde_yaml::Value>()? {
-            let matches = match &key {
-                serde_yaml::Value::String(s) => s == want,
-                serde_yaml::Value::Number(n) => n.to_string() == want,
-                _ => false,
-            };
+        let seed = || KeySeed {
+            want,
+            fail: self.at_key && self.rest.is_empty(),
+        };
+        while let Some(matches) = map.next_key_seed(seed())? {
             match (matches, target.take()) {
                 (true, Some(t)) => {
                     found = Some(map.next_value_seed(At {
                         path: self.rest,
                         target: t,
+                        at_key: self.at_key,
                     })?);
                 }
                 (_, t) => {
@@ -231,6 +303,7 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Walk<'_, S> {
         let found = seq.next_element_seed(At {
             path: self.rest,
             target: self.target,
+            at_key: self.at_key,
         })?;
         let Some(found) = found else {
             return Err(de::Error::custom(MISSING));
@@ -273,6 +346,30 @@ mod tests {
             Seg::Index(0),
         ]);
         assert_eq!(position_of(DOC, &p), Some(Position { line: 5, column: 9 }));
+    }
+
+    #[test]
+    fn keys_can_be_located_instead_of_their_values() {
+        let p = path(&[
+            Seg::Key("pools".into()),
+            Seg::Index(0),
+            Seg::Key("servers".into()),
+        ]);
+        assert_eq!(
+            key_position_of(DOC, &p),
+            Some(Position { line: 4, column: 5 })
+        );
+        assert_eq!(position_of(DOC, &p), Some(Position { line: 5, column: 7 }));
+    }
+
+    #[test]
+    fn root_keys_are_located() {
+        let doc = "a: 1\npools:\n  - x\nb: 2\n";
+        let p = KeyPath::default().key("b");
+        assert_eq!(
+            key_position_of(doc, &p),
+            Some(Position { line: 4, column: 1 })
+        );
     }
 
     #[test]

@@ -15,10 +15,42 @@ use std::time::Duration;
 /// Problems found, each with where it is.
 pub(super) type Problems = Vec<(KeyPath, Problem)>;
 
+/// Items that failed the schema check: their names still count for references, so a broken
+/// pool yields its own error but no "unknown pool" error at every route that uses it.
+#[derive(Debug, Default)]
+pub(super) struct Unparsed {
+    /// Names of listener items that did not parse (or "" when they have no name).
+    pub listeners: Vec<String>,
+    /// Names of pool items that did not parse.
+    pub pools: Vec<String>,
+    /// For each list section with broken items, the original index of every kept item: the
+    /// validator counts only kept items, and its key paths are mapped back with this.
+    pub kept: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+impl Unparsed {
+    /// `path` with the index into a section with dropped items mapped back to the file's.
+    pub fn original(&self, mut path: KeyPath) -> KeyPath {
+        use super::locate::Seg;
+        if let [Seg::Key(section), Seg::Index(i), ..] = path.0.as_mut_slice() {
+            if let Some(&orig) = self.kept.get(section.as_str()).and_then(|k| k.get(*i)) {
+                *i = orig;
+            }
+        }
+        path
+    }
+}
+
 /// Validates the whole document; `Err` lists every problem.
-pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, Problems> {
+pub(super) fn validate(
+    raw: RawConfig,
+    base: &Path,
+    file: &Path,
+    unparsed: &Unparsed,
+) -> Result<Config, Problems> {
     let mut v = Validator {
         base,
+        unparsed,
         problems: Vec::new(),
     };
     let root = KeyPath::default();
@@ -61,6 +93,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, file: &Path) -> Result<Confi
 
 struct Validator<'a> {
     base: &'a Path,
+    unparsed: &'a Unparsed,
     problems: Problems,
 }
 
@@ -232,7 +265,7 @@ impl Validator<'_> {
                 .enumerate()
                 .filter_map(|(i, name)| {
                     let found = listeners.iter().position(|l| l == name);
-                    if found.is_none() {
+                    if found.is_none() && !self.unparsed.listeners.contains(name) {
                         self.err(
                             path.key("listeners").index(i),
                             Problem::UnknownListener {
@@ -254,6 +287,7 @@ impl Validator<'_> {
         let target = match &raw.pool {
             Some(name) => match pools.iter().position(|p| p == name) {
                 Some(i) => Some(Target::Pool(i)),
+                None if self.unparsed.pools.contains(name) => None,
                 None => {
                     self.err(
                         path.key("pool"),

@@ -8,6 +8,7 @@ mod harness;
 
 mod config_errors;
 mod demo;
+mod failures;
 mod headers;
 mod pin_command;
 mod pinning;

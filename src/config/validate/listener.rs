@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 impl Validator<'_> {
     pub(super) fn listeners(&mut self, raw: &[RawListener], path: &KeyPath) -> Vec<Listener> {
-        if raw.is_empty() {
+        if raw.is_empty() && self.unparsed.listeners.is_empty() {
             self.err(path.clone(), Problem::Empty("listener"));
         }
         self.names(path, raw.iter().map(|l| l.name.as_str()), "listeners");
