@@ -17,6 +17,17 @@ fn openssl_pin(cert: &std::path::Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Runs a command that must succeed; returns its standard output.
+fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn first_field(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or("")
 }
@@ -43,17 +54,7 @@ fn pins_of_files_match_the_openssl_pipeline() {
     )
     .unwrap();
 
-    let out = pinion()
-        .arg("pin")
-        .args([&a_pem, &der, &bundle, &pubkey])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = succeed(pinion().arg("pin").args([&a_pem, &der, &bundle, &pubkey]));
     let pins: Vec<&str> = stdout.lines().map(first_field).collect();
     let (pa, pb) = (openssl_pin(&a_pem), openssl_pin(&b_pem));
     assert_eq!(
@@ -74,22 +75,13 @@ fn pin_of_a_live_server_matches_its_certificate() {
     let id = Identity::self_signed(&["live.example"]);
     let (pem, _) = id.write(dir.path(), "live");
     let backend = Backend::https("live", &id);
-    let out = pinion()
-        .args([
-            "pin",
-            "--connect",
-            &format!("127.0.0.1:{}", backend.port),
-            "--sni",
-            "live.example",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = succeed(pinion().args([
+        "pin",
+        "--connect",
+        &format!("127.0.0.1:{}", backend.port),
+        "--sni",
+        "live.example",
+    ]));
     assert_eq!(first_field(&stdout), openssl_pin(&pem));
     assert_eq!(backend.request_bytes(), 0, "pin --connect sends no request");
 }
