@@ -120,6 +120,87 @@ pub struct PoolConfig {
     pub tls: Option<Arc<UpstreamTls>>,
     /// Timeouts toward the servers.
     pub timeouts: Timeouts,
+    /// How a server is chosen.
+    pub balance: Balance,
+    /// The Host header sent to the servers.
+    pub host_header: HostHeader,
+    /// Cookie-based session affinity; `None` when off.
+    pub affinity: Option<Affinity>,
+    /// Active health probe; `None` when `probe: false`.
+    pub probe: Option<Probe>,
+    /// Connection failures retried on another server (default 2).
+    pub retries: u32,
+}
+
+/// Server selection algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (default).
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Fewest in-flight requests, weighted.
+    LeastConnections,
+    /// By client address (weighted rendezvous hashing).
+    IpHash,
+}
+
+/// What the backend receives as Host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's Host (default).
+    Preserve,
+    /// The server's DNS name (or SNI, or address).
+    Backend,
+    /// This literal value.
+    Literal(String),
+}
+
+/// Cookie-based session affinity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    /// Cookie name (default `ApplicationGatewayAffinity`).
+    pub cookie: String,
+    /// `Max-Age`; zero means a session cookie (default).
+    pub ttl: Duration,
+    /// Add `Secure` on HTTPS listeners (default true).
+    pub secure: bool,
+    /// Add `HttpOnly` (default true).
+    pub http_only: bool,
+    /// `SameSite` attribute (default lax).
+    pub same_site: SameSite,
+}
+
+/// A cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=None` (requires `Secure`).
+    None,
+}
+
+/// An active health probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Request path (default `/`).
+    pub path: String,
+    /// Host header; default: as for requests, else the SNI or server name or address.
+    pub host: Option<String>,
+    /// Time between probes of one server (default 30 s).
+    pub interval: Duration,
+    /// A probe that takes longer fails (default 30 s).
+    pub timeout: Duration,
+    /// Consecutive failures that take a server out of rotation (default 3).
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that bring it back (default 1).
+    pub healthy_threshold: u32,
+    /// Healthy status ranges, inclusive (default 200-399).
+    pub status: Vec<(u16, u16)>,
+    /// The body must contain this (default: not checked).
+    pub body_contains: Option<String>,
 }
 
 /// One server of a pool.

@@ -1,9 +1,20 @@
-//! Backend pools at run time: servers with their prepared peers, and server selection.
+//! Backend pools at run time: servers with their prepared peers and health, and server
+//! selection (balance algorithm, affinity, health, servers already tried).
 
-use crate::config::{PoolConfig, UpstreamTls};
+mod health;
+mod probe;
+mod select;
+
+pub use health::{Health, HealthReport};
+pub use probe::Prober;
+
+use crate::config::{Affinity, Balance, HostHeader, PoolConfig, Probe, UpstreamTls};
 use crate::upstream;
+use openssl::hash::{hash, MessageDigest};
 use pingora::protocols::tls::HandshakeCompleteHook;
 use pingora::upstreams::peer::HttpPeer;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,9 +25,20 @@ pub struct Server {
     pub label: String,
     /// The peer template cloned for each request.
     pub peer: HttpPeer,
+    /// Weight for every balance algorithm.
+    pub weight: u32,
+    /// The affinity cookie value naming this server: opaque, and the same on every instance
+    /// with the same configuration.
+    pub id: String,
+    /// The name a probe or `host_header: backend` uses for this server.
+    pub host_name: String,
+    /// Health from probes.
+    pub health: Health,
+    /// Requests proxied to it right now (for least_connections).
+    pub in_flight: AtomicUsize,
 }
 
-/// A pool: its servers, its trust settings and its round-robin schedule.
+/// A pool: its servers, its settings and its round-robin position.
 #[derive(Debug)]
 pub struct Pool {
     /// The pool's name.
@@ -25,8 +47,36 @@ pub struct Pool {
     pub servers: Vec<Server>,
     /// End-to-end TLS settings; `None` for plain HTTP.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// How a server is chosen.
+    pub balance: Balance,
+    /// The Host header sent to servers.
+    pub host_header: HostHeader,
+    /// Cookie affinity, when on.
+    pub affinity: Option<Affinity>,
+    /// Active probe, when on.
+    pub probe: Option<Probe>,
+    /// Retries on another server after a connection failure.
+    pub retries: u32,
     schedule: Vec<usize>,
     next: AtomicUsize,
+}
+
+/// What selection may use about the request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SelectKey<'a> {
+    /// The client's address (for ip_hash).
+    pub client: Option<IpAddr>,
+    /// The affinity cookie value the client sent.
+    pub affinity: Option<&'a str>,
+}
+
+/// A chosen server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// Index into `servers`.
+    pub index: usize,
+    /// Whether the client's affinity cookie chose it.
+    pub by_affinity: bool,
 }
 
 impl Pool {
@@ -42,6 +92,16 @@ impl Pool {
             .map(|s| Server {
                 label: s.label.clone(),
                 peer: upstream::peer(s, cfg.tls.as_deref(), &cfg.timeouts, group, hook),
+                weight: s.weight,
+                id: server_id(&cfg.name, &s.label, cfg.tls.as_deref()),
+                host_name: cfg
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.sni.clone())
+                    .or_else(|| s.host.clone())
+                    .unwrap_or_else(|| s.address.to_string()),
+                health: Health::default(),
+                in_flight: AtomicUsize::new(0),
             })
             .collect();
         let weights: Vec<u32> = cfg.servers.iter().map(|s| s.weight).collect();
@@ -49,49 +109,89 @@ impl Pool {
             name: cfg.name.clone(),
             servers,
             tls: cfg.tls.clone(),
-            schedule: smooth_schedule(&weights),
+            balance: cfg.balance,
+            host_header: cfg.host_header.clone(),
+            affinity: cfg.affinity.clone(),
+            probe: cfg.probe.clone(),
+            retries: cfg.retries,
+            schedule: select::smooth_schedule(&weights),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The next server by weighted round robin; `None` for a pool without servers.
-    pub fn pick(&self) -> Option<usize> {
-        if self.schedule.is_empty() {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.schedule.get(n % self.schedule.len()).copied()
-    }
-}
-
-/// One cycle of smooth weighted round robin (the nginx algorithm), precomputed so that picking
-/// is a single atomic increment: weights 5,1,1 give a,a,b,a,c,a,a rather than a,a,a,a,a,b,c.
-fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
-    let divisor = weights.iter().copied().fold(0, gcd).max(1);
-    let weights: Vec<i64> = weights.iter().map(|w| i64::from(w / divisor)).collect();
-    let total: i64 = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        for (c, w) in current.iter_mut().zip(&weights) {
-            *c += w;
-        }
-        let Some(best) = (0..current.len()).max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
-        else {
-            break;
+    /// Chooses a healthy server not in `tried`: the affinity cookie's server when it is
+    /// usable, else by the balance algorithm. `None` when no server is left.
+    pub fn select(&self, key: &SelectKey<'_>, tried: &[usize]) -> Option<Choice> {
+        let usable = |i: usize| {
+            !tried.contains(&i) && self.servers.get(i).is_some_and(|s| s.health.is_healthy())
         };
-        current[best] -= total;
-        out.push(best);
+        if self.affinity.is_some() {
+            if let Some(cookie) = key.affinity {
+                if let Some(index) = self.servers.iter().position(|s| s.id == cookie) {
+                    if usable(index) {
+                        return Some(Choice {
+                            index,
+                            by_affinity: true,
+                        });
+                    }
+                }
+            }
+        }
+        let index = match self.balance {
+            Balance::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                select::round_robin(&self.schedule, start, usable)
+            }
+            Balance::Random => select::random(&self.servers, usable),
+            Balance::LeastConnections => select::least_connections(&self.servers, usable),
+            Balance::IpHash => select::ip_hash(&self.servers, key.client, usable),
+        }?;
+        Some(Choice {
+            index,
+            by_affinity: false,
+        })
     }
-    out
+
+    /// Whether a healthy server not in `tried` remains (a retry has somewhere to go).
+    pub fn has_candidate(&self, tried: &[usize]) -> bool {
+        self.servers
+            .iter()
+            .enumerate()
+            .any(|(i, s)| !tried.contains(&i) && s.health.is_healthy())
+    }
+
+    /// Why each unhealthy server is out of rotation, for the "no healthy server" log line.
+    pub fn unhealthy_summary(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| {
+                let report = s.health.report();
+                format!(
+                    "{} ({})",
+                    s.label,
+                    report.reason.as_deref().unwrap_or("healthy, already tried")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
+/// The affinity id of a server: a SHA-256 over the pool name, the server as written and the
+/// pool's trust material, so it names the server without revealing its address.
+fn server_id(pool: &str, label: &str, tls: Option<&UpstreamTls>) -> String {
+    let mut material = format!("pinion-affinity\0{pool}\0{label}\0").into_bytes();
+    if let Some(tls) = tls {
+        material.extend_from_slice(&upstream::group_key(pool, tls).to_le_bytes());
     }
+    let digest = hash(MessageDigest::sha256(), &material)
+        .map(|d| d.to_vec())
+        .unwrap_or_default();
+    let mut id = String::with_capacity(32);
+    for b in digest.iter().take(16) {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 #[cfg(test)]
@@ -99,17 +199,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schedule_interleaves_by_weight() {
-        assert_eq!(smooth_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_schedule(&[1, 2]), vec![1, 0, 1]);
-        assert_eq!(smooth_schedule(&[4, 4]), vec![0, 1]);
-        assert_eq!(smooth_schedule(&[]), Vec::<usize>::new());
-    }
-
-    #[test]
-    fn schedule_counts_match_weights() {
-        let s = smooth_schedule(&[3, 7, 10]);
-        let count = |i| s.iter().filter(|&&x| x == i).count();
-        assert_eq!((count(0), count(1), count(2)), (3, 7, 10));
+    fn server_ids_are_stable_opaque_and_distinct() {
+        let a = server_id("api", "10.0.1.4:443", None);
+        assert_eq!(a, server_id("api", "10.0.1.4:443", None));
+        assert_ne!(a, server_id("api", "10.0.1.5:443", None));
+        assert_ne!(a, server_id("web", "10.0.1.4:443", None));
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("10.0"));
     }
 }

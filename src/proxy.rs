@@ -1,12 +1,13 @@
 //! The `ProxyHttp` implementation: each Pingora phase is short and hands the work to the module
 //! that owns it (routing, pool, upstream, headers). See docs/architecture.md for the phase map.
 
+mod affinity;
 mod headers;
 mod respond;
 
-use crate::config::Config;
+use crate::config::{Config, HostHeader};
 use crate::listener::{BindIndex, ListenerInfo};
-use crate::pool::Pool;
+use crate::pool::{Pool, SelectKey};
 use crate::routing::{Decision, RouteTable, Target};
 use crate::upstream::{self, PinError};
 use async_trait::async_trait;
@@ -26,9 +27,9 @@ pub enum ProxyError {
     /// The request reached `upstream_peer` without a routed pool.
     #[error("no pool was selected for this request")]
     NoPool,
-    /// The pool has no server to try.
-    #[error("pool {0} has no server")]
-    NoServer(String),
+    /// The pool has no healthy server left to try.
+    #[error("pool {pool}: no healthy server left to try: {servers}")]
+    NoServer { pool: String, servers: String },
     /// The backend failed the pool's whitelist.
     #[error("pool {pool} server {server}: {reason}")]
     Rejected {
@@ -46,12 +47,15 @@ impl ProxyError {
     fn into_pingora(self) -> Box<Error> {
         let etype = match &self {
             ProxyError::Rejected { .. } => ErrorType::InvalidCert,
-            ProxyError::NoServer(_) => ErrorType::ConnectNoRoute,
+            ProxyError::NoServer { .. } => ErrorType::ConnectNoRoute,
             ProxyError::UnknownListener | ProxyError::NoPool | ProxyError::Target(_) => {
                 ErrorType::InternalError
             }
         };
-        let upstream = matches!(self, ProxyError::Rejected { .. } | ProxyError::NoServer(_));
+        let upstream = matches!(
+            self,
+            ProxyError::Rejected { .. } | ProxyError::NoServer { .. }
+        );
         let mut e = Error::because(etype, "pinion", self);
         e.set_retry(false);
         if upstream {
@@ -67,7 +71,7 @@ pub struct Gateway {
     listeners: Vec<ListenerInfo>,
     binds: BindIndex,
     routes: RouteTable,
-    pools: Vec<Pool>,
+    pools: Arc<Vec<Pool>>,
 }
 
 impl Gateway {
@@ -85,8 +89,13 @@ impl Gateway {
                 .collect(),
             binds: BindIndex::new(&config.listeners),
             routes: config.routes.clone(),
-            pools: config.pools.iter().map(|p| Pool::new(p, &hook)).collect(),
+            pools: Arc::new(config.pools.iter().map(|p| Pool::new(p, &hook)).collect()),
         }
+    }
+
+    /// The pools, shared with the health prober.
+    pub fn pools(&self) -> Arc<Vec<Pool>> {
+        self.pools.clone()
     }
 }
 
@@ -109,6 +118,16 @@ pub struct Ctx {
     route: Option<usize>,
     pool: Option<usize>,
     server: Option<usize>,
+    /// Servers tried for this request, in order.
+    tried: Vec<usize>,
+    /// Counts this request in its server's in-flight requests while it lives.
+    in_flight: Option<InFlight>,
+    /// The affinity cookie the client sent.
+    affinity: Option<String>,
+    /// The affinity cookie to set on the response.
+    set_cookie: Option<String>,
+    /// The last failure happened before any request byte was sent (safe to replay anywhere).
+    nothing_sent: bool,
     /// Normalized path plus the original query: what the backend receives.
     target: String,
     /// Host (or `:authority`) as the client sent it.
@@ -150,6 +169,10 @@ impl ProxyHttp for Proxy {
                     None => path,
                 };
                 ctx.request_id = headers::new_request_id();
+                let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
+                if let Some(a) = pool.and_then(|p| p.affinity.as_ref()) {
+                    ctx.affinity = affinity::cookie(session.req_header(), &a.cookie);
+                }
                 Ok(false)
             }
             Decision::NotFound => respond::error(session, 404, true).await,
@@ -157,19 +180,44 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = ctx
             .pool
             .and_then(|p| self.gw.pools.get(p))
             .ok_or_else(|| ProxyError::NoPool.into_pingora())?;
-        let index = pool
-            .pick()
-            .ok_or_else(|| ProxyError::NoServer(pool.name.clone()).into_pingora())?;
-        ctx.server = Some(index);
+        let key = SelectKey {
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            affinity: ctx.affinity.as_deref(),
+        };
+        let Some(choice) = pool.select(&key, &ctx.tried) else {
+            let e = ProxyError::NoServer {
+                pool: pool.name.clone(),
+                servers: pool.unhealthy_summary(),
+            };
+            warn!("{e}");
+            ctx.logged = true;
+            return Err(e.into_pingora());
+        };
         let server = pool
             .servers
-            .get(index)
-            .ok_or_else(|| ProxyError::NoServer(pool.name.clone()).into_pingora())?;
+            .get(choice.index)
+            .ok_or_else(|| ProxyError::NoPool.into_pingora())?;
+        ctx.server = Some(choice.index);
+        ctx.tried.push(choice.index);
+        ctx.in_flight = Some(InFlight::new(
+            self.gw.pools.clone(),
+            pool_index(ctx),
+            choice.index,
+        ));
+        ctx.set_cookie = match &pool.affinity {
+            Some(a) if !choice.by_affinity => {
+                Some(affinity::set_cookie(a, &server.id, self.is_tls(ctx)))
+            }
+            _ => None,
+        };
         Ok(Box::new(server.peer.clone()))
     }
 
@@ -205,6 +253,7 @@ impl ProxyHttp for Proxy {
             return Ok(());
         }
         warn!("{rejected}; connection closed before the request was sent");
+        ctx.nothing_sent = true;
         ctx.logged = true;
         Err(rejected.into_pingora())
     }
@@ -234,11 +283,86 @@ impl ProxyHttp for Proxy {
             authority: &ctx.authority,
             request_id: &ctx.request_id,
         };
-        forwarded.apply(upstream_request)
+        forwarded.apply(upstream_request)?;
+        let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
+        let host = pool.and_then(|p| match &p.host_header {
+            HostHeader::Preserve => None,
+            HostHeader::Literal(h) => Some(h.as_str()),
+            HostHeader::Backend => ctx
+                .server
+                .and_then(|s| p.servers.get(s))
+                .map(|s| s.host_name.as_str()),
+        });
+        if let Some(host) = host {
+            upstream_request.insert_header(http::header::HOST, host)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(cookie) = ctx.set_cookie.take() {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the server: replaying on another one is safe for any method.
+        let retry = self.may_retry(ctx);
+        if retry {
+            self.log_retry(ctx, &e);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = std::mem::take(&mut ctx.nothing_sent)
+            || (session.req_header().method.is_idempotent()
+                && !session.as_ref().retry_buffer_truncated()
+                && client_reused);
+        // A stale pooled connection (closed by the server while idle) is the case Pingora marks
+        // for reuse-only retry; nothing else after the first request byte is replayed.
+        let retry = replayable && self.may_retry(ctx);
+        if retry {
+            self.log_retry(ctx, &e);
+        }
+        e.set_retry(retry);
+        e
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
         ctx.logged
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+        _error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // pinion logs each retry itself, naming pool and server.
+        true
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -258,8 +382,9 @@ impl ProxyHttp for Proxy {
                 .zip(ctx.server)
                 .and_then(|(p, s)| p.servers.get(s))
                 .map_or("-", |s| s.label.as_str());
+            let what = if code == 504 { "timed out" } else { "failed" };
             warn!(
-                "route {route} pool {} server {server}: {code}: {e}",
+                "route {route} pool {} server {server}: {what}, answered {code}: {e}",
                 pool.map_or("-", |p| p.name.as_str())
             );
             ctx.logged = true;
@@ -267,6 +392,78 @@ impl ProxyHttp for Proxy {
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
+        }
+    }
+}
+
+impl Proxy {
+    fn is_tls(&self, ctx: &Ctx) -> bool {
+        self.gw.listeners.get(ctx.listener).is_some_and(|l| l.tls)
+    }
+
+    /// Whether the request may go to another server: retries left and a server left.
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        ctx.pool
+            .and_then(|p| self.gw.pools.get(p))
+            .is_some_and(|pool| {
+                ctx.tried.len() <= pool.retries as usize && pool.has_candidate(&ctx.tried)
+            })
+    }
+
+    /// Logs that a failure is retried; a later failure gets its own line.
+    fn log_retry(&self, ctx: &mut Ctx, e: &Error) {
+        let logged = std::mem::take(&mut ctx.logged);
+        let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
+        let server = pool
+            .zip(ctx.server)
+            .and_then(|(p, s)| p.servers.get(s))
+            .map_or("-", |s| s.label.as_str());
+        if !logged {
+            warn!(
+                "pool {} server {server}: {}; retrying on another server",
+                pool.map_or("-", |p| p.name.as_str()),
+                e.etype().as_str()
+            );
+        }
+    }
+}
+
+fn pool_index(ctx: &Ctx) -> usize {
+    ctx.pool.unwrap_or_default()
+}
+
+/// Counts a request in its server's in-flight requests until dropped (with the request's
+/// context, whatever way the request ends).
+#[derive(Debug)]
+struct InFlight {
+    pools: Arc<Vec<Pool>>,
+    pool: usize,
+    server: usize,
+}
+
+impl InFlight {
+    fn new(pools: Arc<Vec<Pool>>, pool: usize, server: usize) -> InFlight {
+        if let Some(s) = pools.get(pool).and_then(|p| p.servers.get(server)) {
+            s.in_flight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        InFlight {
+            pools,
+            pool,
+            server,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(s) = self
+            .pools
+            .get(self.pool)
+            .and_then(|p| p.servers.get(self.server))
+        {
+            s.in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

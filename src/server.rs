@@ -2,10 +2,12 @@
 
 use crate::config::{Config, ServerSettings};
 use crate::listener::{self, ListenerError};
+use crate::pool::Prober;
 use crate::proxy::{Gateway, Proxy};
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use std::sync::Arc;
 
 /// How the process was asked to run.
@@ -51,10 +53,12 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let gateway = Arc::new(Gateway::new(config));
+    let prober = background_service("health probes", Prober::new(gateway.pools()));
     let mut service =
         http_proxy_service_with_name(&server.configuration, Proxy::new(gateway), "pinion");
     listener::add_all(&mut service, &config.listeners)?;
     server.bootstrap();
+    server.add_service(prober);
     server.add_service(service);
     server.run_forever()
 }

@@ -6,8 +6,10 @@ use openssl::error::ErrorStack;
 use openssl::ssl::{SslAcceptor, SslMethod};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Errors starting a backend.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +52,30 @@ impl Recorded {
     }
 }
 
-#[derive(Default)]
 struct State {
     accepted: AtomicUsize,
     handshakes: AtomicUsize,
     bytes: AtomicUsize,
+    closed: AtomicUsize,
+    status: AtomicU16,
+    delay_ms: AtomicU64,
     requests: Mutex<Vec<Recorded>>,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            accepted: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            requests: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// A running backend; it stops accepting when dropped.
@@ -66,6 +86,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     state: Arc<State>,
     stop: Arc<AtomicBool>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Backend {
@@ -96,15 +117,24 @@ impl Backend {
         let state = Arc::new(State::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st, n) = (state.clone(), stop.clone(), name.to_owned());
-        std::thread::spawn(move || {
+        let acceptor = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
                 s.accepted.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    s.connections
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(clone);
+                }
                 let (s, tls, n) = (s.clone(), tls.clone(), n.clone());
-                std::thread::spawn(move || serve(stream, tls, &s, &n));
+                std::thread::spawn(move || {
+                    serve(stream, tls, &s, &n);
+                    s.closed.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         Ok(Backend {
@@ -112,6 +142,7 @@ impl Backend {
             addr,
             state,
             stop,
+            acceptor: Mutex::new(Some(acceptor)),
         })
     }
 
@@ -143,13 +174,52 @@ impl Backend {
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
     }
+
+    /// Connections that have ended.
+    pub fn closed(&self) -> usize {
+        self.state.closed.load(Ordering::SeqCst)
+    }
+
+    /// The status of every following response (default 200).
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    /// A pause before every following response.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Stops like a crashed server: the port is closed and every open connection reset.
+    /// Returns once the port is free again.
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        let handle = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        for c in self
+            .state
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
+        self.kill();
     }
 }
 
@@ -182,8 +252,13 @@ fn exchange(mut s: impl Read + Write, state: &State, name: &str) {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(request);
+            let delay = state.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
+            let status = state.status.load(Ordering::SeqCst);
             let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {status} Status\r\nContent-Type: text/plain\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
             if s.write_all(resp.as_bytes()).is_err() || close {

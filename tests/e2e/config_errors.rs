@@ -105,9 +105,34 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             &["no host name to verify", "set `tls.sni`"],
         ),
         (
-            format!("{LISTENER}{POOL}    affinity: {{cookie: x}}\n{ROUTE}"),
-            ":14:15: pools[0].affinity",
-            &["not supported yet", "issue 3"],
+            format!("{LISTENER}{POOL}    probe:\n      unhealthy_threshold: 0\n{ROUTE}"),
+            ":15:28: pools[0].probe.unhealthy_threshold",
+            &["0 is out of range", "a threshold from 1 to 20"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    probe: {{interval_seconds: 0}}\n{ROUTE}"),
+            ":14:31: pools[0].probe.interval_seconds",
+            &["0 is out of range", "1 to 86400 seconds"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    balance: fastest\n{ROUTE}"),
+            ":14:14: pools[0].balance",
+            &["invalid value \"fastest\"", "round_robin, random, least_connections or ip_hash"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    probe: {{status: [\"200-99\"]}}\n{ROUTE}"),
+            ":14:22: pools[0].probe.status[0]",
+            &["\"200-399\""],
+        ),
+        (
+            format!("{LISTENER}{POOL}    affinity: {{same_site: none, secure: false}}\n{ROUTE}"),
+            ":14:27: pools[0].affinity.same_site",
+            &["lax or strict when `secure: false`"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    redirect_to: x\n{ROUTE}"),
+            ":14:5: pools[0]",
+            &["unknown field `redirect_to`"],
         ),
         (
             format!("{LISTENER}{POOL}{ROUTE}    paths: [\"images/*\"]\n"),

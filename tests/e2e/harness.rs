@@ -7,7 +7,7 @@ pub mod gateway;
 
 pub use backend::{one, Backend};
 pub use certs::{Ca, Identity};
-pub use client::{get, request, Conn};
+pub use client::{get, request, Conn, Response};
 pub use gateway::{free_port, pinion, Env};
 
 use std::time::{Duration, Instant};

@@ -12,4 +12,5 @@ mod failures;
 mod headers;
 mod pin_command;
 mod pinning;
+mod pools;
 mod routing;

@@ -3,16 +3,18 @@
 use super::{Problem, Validator};
 use crate::config::locate::KeyPath;
 use crate::config::raw::{
-    RawPin, RawPool, RawPoolTls, RawProbeSetting, RawServerEntry, RawTimeouts,
+    RawAffinity, RawPin, RawPool, RawPoolTls, RawProbe, RawProbeSetting, RawServerEntry,
+    RawTimeouts,
 };
-use crate::config::{PinMode, PoolConfig, ServerConfig, Timeouts, UpstreamTls};
+use crate::config::{
+    Affinity, Balance, HostHeader, PinMode, PoolConfig, Probe, SameSite, ServerConfig, Timeouts,
+    UpstreamTls,
+};
 use crate::tls::{read_certificates, read_public_key, Pin, PinSet};
 use pingora::utils::tls::CertKey;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
-
-const POOLS_ISSUE: &str = "issue 3, backend pools";
 
 impl Validator<'_> {
     pub(super) fn pools(&mut self, raw: &[RawPool], path: &KeyPath) -> Vec<PoolConfig> {
@@ -24,39 +26,47 @@ impl Validator<'_> {
     }
 
     fn pool(&mut self, raw: &RawPool, path: &KeyPath) -> PoolConfig {
-        match raw.balance.as_deref() {
-            None | Some("round_robin") => {}
-            Some("random" | "least_connections" | "ip_hash") => {
-                self.not_yet(path.key("balance"), "this balance algorithm", POOLS_ISSUE)
+        let balance = match raw.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("random") => Balance::Random,
+            Some("least_connections") => Balance::LeastConnections,
+            Some("ip_hash") => Balance::IpHash,
+            Some(other) => {
+                self.err(
+                    path.key("balance"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "round_robin, random, least_connections or ip_hash",
+                    },
+                );
+                Balance::RoundRobin
             }
-            Some(other) => self.err(
-                path.key("balance"),
-                Problem::BadChoice {
-                    value: other.to_owned(),
-                    expected: "round_robin, random, least_connections or ip_hash",
-                },
-            ),
-        }
-        if raw.host_header.as_deref().is_some_and(|h| h != "preserve") {
-            self.not_yet(
-                path.key("host_header"),
-                "rewriting the Host header",
-                POOLS_ISSUE,
-            );
-        }
-        if raw.affinity.is_some() {
-            self.not_yet(path.key("affinity"), "session affinity", POOLS_ISSUE);
-        }
-        if !matches!(raw.probe, None | Some(RawProbeSetting::Enabled(false))) {
-            self.not_yet(path.key("probe"), "active health probes", POOLS_ISSUE);
-        }
-        if raw.retries.is_some() {
-            self.not_yet(
-                path.key("retries"),
-                "retries on another server",
-                POOLS_ISSUE,
-            );
-        }
+        };
+        let host_header = match raw.host_header.as_deref().map(str::trim) {
+            None | Some("preserve") => HostHeader::Preserve,
+            Some("backend") => HostHeader::Backend,
+            Some(literal) if is_host_value(literal) => HostHeader::Literal(literal.to_owned()),
+            Some(other) => {
+                self.err(path.key("host_header"), Problem::BadHost(other.to_owned()));
+                HostHeader::Preserve
+            }
+        };
+        let affinity = raw
+            .affinity
+            .as_ref()
+            .map(|a| self.affinity(a, &path.key("affinity")));
+        let probe = match &raw.probe {
+            Some(RawProbeSetting::Enabled(false)) => None,
+            None | Some(RawProbeSetting::Enabled(true)) => Some(default_probe()),
+            Some(RawProbeSetting::Custom(p)) => Some(self.probe(p, &path.key("probe"))),
+        };
+        let retries = self.number(
+            path.key("retries"),
+            raw.retries,
+            2,
+            0..=20,
+            "0 to 20 retries",
+        );
         let servers_path = path.key("servers");
         if raw.servers.is_empty() {
             self.err(servers_path.clone(), Problem::Empty("server"));
@@ -76,6 +86,11 @@ impl Validator<'_> {
             servers,
             tls,
             timeouts: self.timeouts(raw.timeouts.as_ref(), &path.key("timeouts")),
+            balance,
+            host_header,
+            affinity,
+            probe,
+            retries: u32::try_from(retries).unwrap_or(2),
         }
     }
 
@@ -318,4 +333,180 @@ impl Validator<'_> {
             idle: Duration::from_secs(idle),
         }
     }
+}
+
+impl Validator<'_> {
+    fn affinity(&mut self, raw: &RawAffinity, path: &KeyPath) -> Affinity {
+        let cookie = raw
+            .cookie
+            .clone()
+            .unwrap_or_else(|| "ApplicationGatewayAffinity".to_owned());
+        // RFC 6265 cookie-name: a token.
+        let token = !cookie.is_empty()
+            && cookie
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            self.err(
+                path.key("cookie"),
+                Problem::BadChoice {
+                    value: cookie.clone(),
+                    expected: "a cookie name: letters, digits and !#$%&'*+-.^_`|~",
+                },
+            );
+        }
+        let ttl = self.number(
+            path.key("ttl_seconds"),
+            raw.ttl_seconds,
+            0,
+            0..=31_536_000,
+            "0 (session cookie) to 31536000 seconds",
+        );
+        let secure = raw.secure.unwrap_or(true);
+        let same_site = match raw
+            .same_site
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("lax") => SameSite::Lax,
+            Some("strict") => SameSite::Strict,
+            Some("none") => SameSite::None,
+            Some(other) => {
+                self.err(
+                    path.key("same_site"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "lax, strict or none",
+                    },
+                );
+                SameSite::Lax
+            }
+        };
+        if same_site == SameSite::None && !secure {
+            self.err(
+                path.key("same_site"),
+                Problem::BadChoice {
+                    value: "none".into(),
+                    expected: "lax or strict when `secure: false` (browsers drop SameSite=None cookies without Secure)",
+                },
+            );
+        }
+        Affinity {
+            cookie,
+            ttl: Duration::from_secs(ttl),
+            secure,
+            http_only: raw.http_only.unwrap_or(true),
+            same_site,
+        }
+    }
+
+    fn probe(&mut self, raw: &RawProbe, path: &KeyPath) -> Probe {
+        let d = default_probe();
+        let seconds = "1 to 86400 seconds";
+        let interval = self.number(
+            path.key("interval_seconds"),
+            raw.interval_seconds,
+            30,
+            1..=86_400,
+            seconds,
+        );
+        let timeout = self.number(
+            path.key("timeout_seconds"),
+            raw.timeout_seconds,
+            30,
+            1..=86_400,
+            seconds,
+        );
+        let threshold = "a threshold from 1 to 20";
+        let unhealthy = self.number(
+            path.key("unhealthy_threshold"),
+            raw.unhealthy_threshold,
+            3,
+            1..=20,
+            threshold,
+        );
+        let healthy = self.number(
+            path.key("healthy_threshold"),
+            raw.healthy_threshold,
+            1,
+            1..=20,
+            threshold,
+        );
+        let probe_path = raw.path.clone().unwrap_or(d.path);
+        if !probe_path.starts_with('/') || probe_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            self.err(path.key("path"), Problem::BadPath(probe_path.clone()));
+        }
+        if let Some(host) = &raw.host {
+            if !is_host_value(host) {
+                self.err(path.key("host"), Problem::BadHost(host.to_string()));
+            }
+        }
+        let status = match &raw.status {
+            None => d.status,
+            Some(list) if list.is_empty() => {
+                self.err(path.key("status"), Problem::Empty("status range"));
+                d.status
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let range = parse_status_range(&s.0);
+                    if range.is_none() {
+                        self.err(
+                            path.key("status").index(i),
+                            Problem::BadChoice {
+                                value: s.0.clone(),
+                                expected: "a status such as \"200\" or a range such as \"200-399\", within 100-599",
+                            },
+                        );
+                    }
+                    range
+                })
+                .collect(),
+        };
+        Probe {
+            path: probe_path,
+            host: raw.host.clone(),
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_secs(timeout),
+            unhealthy_threshold: u32::try_from(unhealthy).unwrap_or(3),
+            healthy_threshold: u32::try_from(healthy).unwrap_or(1),
+            status,
+            body_contains: raw.body_contains.clone(),
+        }
+    }
+}
+
+/// The probe the SPEC prescribes when `probe` is absent (the cloud gateway's defaults).
+fn default_probe() -> Probe {
+    Probe {
+        path: "/".into(),
+        host: None,
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(30),
+        unhealthy_threshold: 3,
+        healthy_threshold: 1,
+        status: vec![(200, 399)],
+        body_contains: None,
+    }
+}
+
+fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match s.trim().split_once('-') {
+        Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+        None => {
+            let n = s.trim().parse().ok()?;
+            (n, n)
+        }
+    };
+    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
+}
+
+/// A value usable as a Host header: a host name or address, optionally with a port.
+fn is_host_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }

@@ -27,6 +27,22 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Requests received so far, without the gateway's health probes.
+    pub fn requests(&self) -> Vec<lib::Recorded> {
+        self.inner
+            .requests()
+            .into_iter()
+            .filter(|r| r.header("user-agent") != Some("pinion-probe"))
+            .collect()
+    }
+
+    /// Health probes received so far.
+    pub fn probes(&self) -> usize {
+        self.inner.requests().len() - self.requests().len()
+    }
+}
+
 impl Deref for Backend {
     type Target = lib::Backend;
     fn deref(&self) -> &lib::Backend {

@@ -46,6 +46,30 @@ impl Conn {
         }
     }
 
+    /// A TLS connection from source address `from` (another 127.0.0.0/8 address).
+    pub fn tls_from(port: u16, from: std::net::Ipv4Addr) -> Conn {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((from, 0).into()).unwrap();
+        let tcp = rt
+            .block_on(sock.connect(([127, 0, 0, 1], port).into()))
+            .unwrap()
+            .into_std()
+            .unwrap();
+        tcp.set_nonblocking(false).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        let s = b.build().connect("localhost", tcp).unwrap();
+        Conn {
+            stream: Box::new(s),
+            buf: Vec::new(),
+        }
+    }
+
     /// A plain TCP connection.
     pub fn plain(port: u16) -> Conn {
         Conn {

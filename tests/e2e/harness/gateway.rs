@@ -50,6 +50,13 @@ impl Env {
         )
     }
 
+    /// Starts a gateway with this test's HTTPS listener and the given `pools:` and `routes:`
+    /// entries.
+    pub fn serve(self, pools: &str, routes: &str) -> Gateway {
+        let yaml = format!("{}pools:\n{pools}routes:\n{routes}", self.listeners());
+        self.start(&yaml)
+    }
+
     /// Writes `yaml` plus a `server:` section private to this test, starts pinion on it and
     /// waits until the listener accepts connections.
     pub fn start(self, yaml: &str) -> Gateway {

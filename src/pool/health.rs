@@ -1,0 +1,148 @@
+//! A server's health as probes see it: consecutive successes and failures against the pool's
+//! thresholds, the reason it is out of rotation, and what certificate it presented.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// A server's health; servers start healthy and probes move them.
+#[derive(Debug)]
+pub struct Health {
+    healthy: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    successes: u32,
+    failures: u32,
+    reason: Option<String>,
+    pin: Option<String>,
+    not_after: Option<String>,
+}
+
+/// A snapshot for logs and status pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// In rotation.
+    pub healthy: bool,
+    /// Why it is out of rotation, or the last probe failure.
+    pub reason: Option<String>,
+    /// The pin of the last certificate it presented to a probe.
+    pub pin: Option<String>,
+    /// That certificate's expiry.
+    pub not_after: Option<String>,
+}
+
+/// A change of rotation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The server left rotation.
+    Down,
+    /// The server is back in rotation.
+    Up,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            healthy: AtomicBool::new(true),
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+impl Health {
+    /// Whether the server is in rotation.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records the certificate a probe saw.
+    pub fn presented(&self, pin: String, not_after: String) {
+        let mut s = self.lock();
+        s.pin = Some(pin);
+        s.not_after = Some(not_after);
+    }
+
+    /// Records a probe result; returns the transition it caused, if any.
+    pub fn record(
+        &self,
+        result: Result<(), String>,
+        unhealthy_threshold: u32,
+        healthy_threshold: u32,
+    ) -> Option<Transition> {
+        let mut s = self.lock();
+        let healthy = self.is_healthy();
+        match result {
+            Ok(()) => {
+                s.failures = 0;
+                s.successes = s.successes.saturating_add(1);
+                if !healthy && s.successes >= healthy_threshold {
+                    s.reason = None;
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return Some(Transition::Up);
+                }
+                if healthy {
+                    s.reason = None;
+                }
+            }
+            Err(reason) => {
+                s.successes = 0;
+                s.failures = s.failures.saturating_add(1);
+                s.reason = Some(reason);
+                if healthy && s.failures >= unhealthy_threshold {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    return Some(Transition::Down);
+                }
+            }
+        }
+        None
+    }
+
+    /// A snapshot.
+    pub fn report(&self) -> HealthReport {
+        let s = self.lock();
+        HealthReport {
+            healthy: self.is_healthy(),
+            reason: s.reason.clone(),
+            pin: s.pin.clone(),
+            not_after: s.not_after.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_move_a_server_out_and_back() {
+        let h = Health::default();
+        assert_eq!(h.record(Err("refused".into()), 2, 2), None);
+        assert!(h.is_healthy());
+        assert_eq!(
+            h.record(Err("refused".into()), 2, 2),
+            Some(Transition::Down)
+        );
+        assert!(!h.is_healthy());
+        assert_eq!(h.report().reason.as_deref(), Some("refused"));
+        assert_eq!(h.record(Ok(()), 2, 2), None);
+        assert!(!h.is_healthy());
+        assert_eq!(h.record(Ok(()), 2, 2), Some(Transition::Up));
+        assert!(h.is_healthy());
+        assert_eq!(h.report().reason, None);
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let h = Health::default();
+        h.record(Err("x".into()), 2, 1);
+        h.record(Ok(()), 2, 1);
+        assert_eq!(h.record(Err("x".into()), 2, 1), None);
+        assert!(h.is_healthy());
+    }
+}

@@ -1,0 +1,189 @@
+//! Active health probes: one task per server, so a slow or hanging server never delays the
+//! probes of others or any request. A probe makes the same TLS checks as a request (chain and
+//! name per trust mode, then the pin), then sends `GET path` and checks status and body.
+
+use super::health::Transition;
+use super::{Pool, Server};
+use crate::config::{PinMode, Probe};
+use crate::upstream::{self, PinError};
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most bytes of a probe response body searched for `body_contains`.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The background service that probes every server of every pool with a probe.
+pub struct Prober {
+    pools: Arc<Vec<Pool>>,
+}
+
+impl Prober {
+    /// A prober over the gateway's pools.
+    pub fn new(pools: Arc<Vec<Pool>>) -> Prober {
+        Prober { pools }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Prober {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Arc::new(Connector::new(None));
+        let mut tasks = Vec::new();
+        for (p, pool) in self.pools.iter().enumerate() {
+            if pool.probe.is_none() {
+                continue;
+            }
+            for s in 0..pool.servers.len() {
+                let (pools, connector) = (self.pools.clone(), connector.clone());
+                tasks.push(tokio::spawn(async move {
+                    probe_loop(&pools, p, s, &connector).await
+                }));
+            }
+        }
+        let _ = shutdown.changed().await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn probe_loop(pools: &[Pool], p: usize, s: usize, connector: &Connector) {
+    let Some(pool) = pools.get(p) else { return };
+    let (Some(server), Some(probe)) = (pool.servers.get(s), pool.probe.as_ref()) else {
+        return;
+    };
+    loop {
+        let result =
+            match tokio::time::timeout(probe.timeout, probe_once(pool, server, probe, connector))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "probe timed out after {}s",
+                    probe.timeout.as_secs()
+                )),
+            };
+        let transition = server.health.record(
+            result.clone(),
+            probe.unhealthy_threshold,
+            probe.healthy_threshold,
+        );
+        match (transition, result) {
+            (Some(Transition::Down), Err(reason)) => warn!(
+                "pool {} server {}: unhealthy after {} failed probe(s): {reason}",
+                pool.name, server.label, probe.unhealthy_threshold
+            ),
+            (Some(Transition::Up), _) => info!(
+                "pool {} server {}: healthy again after {} successful probe(s)",
+                pool.name, server.label, probe.healthy_threshold
+            ),
+            _ => {}
+        }
+        tokio::time::sleep(probe.interval).await;
+    }
+}
+
+/// One probe; `Err` carries the reason shown in logs and status.
+async fn probe_once(
+    pool: &Pool,
+    server: &Server,
+    probe: &Probe,
+    connector: &Connector,
+) -> Result<(), String> {
+    let mut peer = server.peer.clone();
+    // A fresh connection every time, never one from the request pool.
+    peer.options.idle_timeout = Some(Duration::ZERO);
+    let (mut session, _) = connector
+        .get_http_session(&peer)
+        .await
+        .map_err(|e| format!("{}{}", e.etype().as_str(), detail(&e)))?;
+    if let Some(tls) = &pool.tls {
+        if let Some(seen) = upstream::presented(session.digest()) {
+            server
+                .health
+                .presented(seen.pin.to_string(), seen.not_after.clone());
+        }
+        match upstream::check(tls, session.digest()) {
+            Ok(()) => {}
+            Err(e @ PinError::NotWhitelisted(_)) if tls.pin_mode == PinMode::Report => {
+                warn!(
+                    "pool {} server {}: probe: {e} (pin_mode: report)",
+                    pool.name, server.label
+                );
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let host = probe
+        .host
+        .clone()
+        .unwrap_or_else(|| match &pool.host_header {
+            crate::config::HostHeader::Literal(h) => h.clone(),
+            _ => server.host_name.clone(),
+        });
+    let mut req =
+        RequestHeader::build("GET", probe.path.as_bytes(), None).map_err(|e| e.to_string())?;
+    for (name, value) in [
+        ("Host", host.as_str()),
+        ("User-Agent", "pinion-probe"),
+        ("Connection", "close"),
+    ] {
+        req.insert_header(name, value).map_err(|e| e.to_string())?;
+    }
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|e| format!("cannot send the probe: {e}"))?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(|e| format!("cannot send the probe: {e}"))?;
+    session
+        .read_response_header()
+        .await
+        .map_err(|e| format!("no valid response: {e}"))?;
+    let status = session.response_header().map_or(0, |h| h.status.as_u16());
+    if !probe
+        .status
+        .iter()
+        .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    {
+        let ranges: Vec<String> = probe
+            .status
+            .iter()
+            .map(|(lo, hi)| format!("{lo}-{hi}"))
+            .collect();
+        return Err(format!("status {status}, expected {}", ranges.join(" or ")));
+    }
+    if let Some(needle) = &probe.body_contains {
+        let mut body = Vec::new();
+        while body.len() < BODY_LIMIT {
+            match session.read_response_body().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Err(format!("cannot read the body: {e}")),
+            }
+        }
+        if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
+            return Err(format!("body does not contain {needle:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn detail(e: &pingora::Error) -> String {
+    let text = e.to_string();
+    // Pingora's message ends with the innermost cause, the useful part for an operator.
+    let cause = text.rsplit("cause: ").next().unwrap_or(&text).trim();
+    if cause.is_empty() {
+        String::new()
+    } else {
+        format!(" ({cause})")
+    }
+}
