@@ -49,5 +49,5 @@ fn a_server_that_never_answers_gives_504_after_request_seconds() {
         "{}",
         gw.logs()
     );
-    gw.log_line(&["pool slow", "504"]);
+    gw.log_line(&["pool slow", "timed out, answered 504"]);
 }

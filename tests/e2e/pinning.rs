@@ -262,3 +262,27 @@ fn report_mode_logs_the_mismatch_and_allows_the_request() {
     assert_eq!(get(gw.port(), "h", "/").status, 200);
     gw.log_line(&["pool p", "not whitelisted", &presented.pin(), "report"]);
 }
+
+#[test]
+fn sni_defaults_to_the_server_dns_name_and_that_name_is_verified() {
+    use std::net::ToSocketAddrs;
+    let first = ("localhost", 1).to_socket_addrs().unwrap().next().unwrap();
+    if !first.ip().is_ipv4() {
+        eprintln!("skipped: localhost resolves to {first} here, the backends listen on IPv4");
+        return;
+    }
+    let ca = Ca::new("Root");
+    let named = Backend::https("named", &ca.issue(&["localhost"]));
+    let misnamed = Backend::https("misnamed", &ca.issue(&["other.internal"]));
+    let env = Env::new();
+    ca.write(env.path(), "root");
+    let pools = format!(
+        "  - name: named\n    servers: [\"localhost:{}\"]\n    probe: false\n    tls:\n      ca: root.pem\n  - name: misnamed\n    servers: [\"localhost:{}\"]\n    probe: false\n    tls:\n      ca: root.pem\n",
+        named.port, misnamed.port
+    );
+    let routes = "  - name: misnamed\n    paths: [\"/m\"]\n    pool: misnamed\n  - name: named\n    pool: named\n";
+    let gw = env.serve(&pools, routes);
+    assert_eq!(get(gw.port(), "h", "/").status, 200, "{}", gw.logs());
+    assert_eq!(get(gw.port(), "h", "/m").status, 502);
+    assert_eq!(misnamed.request_bytes(), 0);
+}

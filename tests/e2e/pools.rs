@@ -467,3 +467,86 @@ fn a_server_killed_under_load_costs_at_most_one_request_and_is_used_again_after_
         gw.logs()
     );
 }
+
+#[test]
+fn probes_check_host_status_ranges_body_and_certificate_names() {
+    let ca = crate::harness::Ca::new("Root");
+    let (ok, body, status) = (
+        Backend::plain("ok"),
+        Backend::plain("body"),
+        Backend::plain("status"),
+    );
+    let misnamed = Backend::https("misnamed", &ca.issue(&["other.internal"]));
+    let env = Env::new();
+    ca.write(env.path(), "root");
+    let p = |name: &str, port: u16, probe: &str| {
+        format!("  - name: {name}\n    servers: [127.0.0.1:{port}]\n    probe:\n      interval_seconds: 1\n      unhealthy_threshold: 1\n      path: /health\n{probe}")
+    };
+    let pools = [
+        p("ok", ok.port, "      host: probe.example\n      status: [\"200\", \"300-399\"]\n      body_contains: \"ok /health\"\n"),
+        p("body", body.port, "      body_contains: nope\n"),
+        p("status", status.port, "      status: [\"201-299\"]\n"),
+        p("name", misnamed.port, "    tls:\n      sni: api.internal\n      ca: root.pem\n"),
+    ]
+    .concat();
+    let gw = env.serve(&pools, ALL_TO_P.replace("pool: p", "pool: ok").as_str());
+    gw.log_line(&["pool body", "unhealthy", "body does not contain \"nope\""]);
+    gw.log_line(&["pool status", "unhealthy", "status 200, expected 201-299"]);
+    gw.log_line(&["pool name", "unhealthy", "InvalidCert"]);
+    assert!(!gw.logs().contains("pool ok server"), "{}", gw.logs());
+    assert!(ok.probes() >= 1);
+    let probe = ok
+        .inner_requests()
+        .into_iter()
+        .find(|r| r.target == "/health")
+        .unwrap();
+    assert_eq!(probe.header("host"), Some("probe.example"));
+    assert_eq!(
+        misnamed.request_bytes(),
+        0,
+        "a probe sends nothing to a server that fails TLS checks"
+    );
+}
+
+#[test]
+fn a_hanging_server_does_not_delay_the_probes_of_others() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hold = std::thread::spawn(move || silent.incoming().take(8).collect::<Vec<_>>());
+    let key = Identity::self_signed(&["api.internal"]);
+    let other_key = Identity::self_signed(&["api.internal"]);
+    let impostor = Backend::https("impostor", &other_key);
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let extra = "    probe:\n      interval_seconds: 1\n      timeout_seconds: 60\n      unhealthy_threshold: 1\n    timeouts:\n      connect_seconds: 60\n";
+    let gw = env.serve(&pinned(&[silent_port, impostor.port], extra), ALL_TO_P);
+    gw.log_line(&[&format!("server 127.0.0.1:{}: unhealthy", impostor.port)]);
+    assert!(!gw
+        .logs()
+        .contains(&format!("server 127.0.0.1:{silent_port}: unhealthy")));
+    drop(gw);
+    drop(hold);
+}
+
+#[test]
+fn a_request_that_meets_a_wrong_key_is_served_by_another_server() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let good = Backend::https("good", &key);
+    let impostor = Backend::https("impostor", &Identity::self_signed(&["api.internal"]));
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let gw = env.serve(
+        &pinned(&[impostor.port, good.port], "    probe: false\n"),
+        ALL_TO_P,
+    );
+    for _ in 0..4 {
+        let r = get(gw.port(), "h", "/");
+        assert_eq!((r.status, backend_of(&r)), (200, "good".to_owned()));
+    }
+    assert!(impostor.handshakes() >= 1);
+    assert_eq!(impostor.request_bytes(), 0);
+    gw.log_line(&[&format!(
+        "pool p server 127.0.0.1:{}: certificate public key not whitelisted",
+        impostor.port
+    )]);
+}

@@ -37,6 +37,11 @@ impl Backend {
             .collect()
     }
 
+    /// Every request received, probes included.
+    pub fn inner_requests(&self) -> Vec<lib::Recorded> {
+        self.inner.requests()
+    }
+
     /// Health probes received so far.
     pub fn probes(&self) -> usize {
         self.inner.requests().len() - self.requests().len()
