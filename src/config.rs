@@ -19,6 +19,7 @@ pub use error::{ConfigError, Diagnostic, Problem};
 use crate::routing::RouteTable;
 use crate::tls::PinSet;
 use locate::{key_position_of, parse_at, position_of, KeyPath, Position};
+use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
 use raw::RawConfig;
@@ -100,13 +101,19 @@ pub struct ListenerTls {
     pub http2: bool,
 }
 
-/// Absolute paths of a certificate chain and its key.
+/// A certificate chain and its key: where they were read from, and what they hold.
 #[derive(Debug, Clone)]
 pub struct CertKeyFiles {
     /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// The chain as read, leaf first.
+    pub chain: Vec<X509>,
+    /// The private key as read.
+    pub private_key: PKey<Private>,
+    /// Lower-case names SNI selects it by: its DNS SANs, else its CN.
+    pub names: Vec<String>,
 }
 
 /// One pool.

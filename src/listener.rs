@@ -1,8 +1,14 @@
 //! Listeners: the sockets pinion accepts on, their client-facing TLS, and which listener a
 //! connection arrived on.
 
-use crate::config::{Listener, ListenerTls, TlsVersion};
+use crate::config::{CertKeyFiles, Listener, ListenerTls, TlsVersion};
+use crate::tls::name_matches;
+use async_trait::async_trait;
+use log::warn;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
+use pingora::tls::ssl::{NameType, SslRef};
 use pingora::services::listening::Service;
 use pingora::tls::ssl::SslVersion;
 use std::net::SocketAddr;
@@ -91,18 +97,23 @@ pub fn add_all<A>(service: &mut Service<A>, listeners: &[Listener]) -> Result<()
     Ok(())
 }
 
-/// OpenSSL acceptor settings for one TLS listener.
+/// OpenSSL acceptor settings for one TLS listener. One certificate is configured on the
+/// context; several are chosen per handshake by SNI.
 fn settings(listener: &str, tls: &ListenerTls) -> Result<TlsSettings, ListenerError> {
     let first = tls.certificates.first();
     let (cert, key) = first
         .map(|c| (c.cert.display().to_string(), c.key.display().to_string()))
         .unwrap_or_default();
-    let mut s =
-        TlsSettings::intermediate(&cert, &key).map_err(|source| ListenerError::Certificate {
-            listener: listener.to_owned(),
-            cert: cert.clone(),
-            source,
-        })?;
+    let built = if tls.certificates.len() > 1 {
+        TlsSettings::with_callbacks(Box::new(SniCertificates(tls.certificates.clone())))
+    } else {
+        TlsSettings::intermediate(&cert, &key)
+    };
+    let mut s = built.map_err(|source| ListenerError::Certificate {
+        listener: listener.to_owned(),
+        cert: cert.clone(),
+        source,
+    })?;
     let setting = |what| {
         move |source| ListenerError::Setting {
             listener: listener.to_owned(),
@@ -121,6 +132,49 @@ fn settings(listener: &str, tls: &ListenerTls) -> Result<TlsSettings, ListenerEr
         s.enable_h2();
     }
     Ok(s)
+}
+
+/// Several certificates on one listener: the one whose names cover the client's SNI (exact
+/// names first, then wildcards), else the first.
+struct SniCertificates(Vec<CertKeyFiles>);
+
+impl SniCertificates {
+    fn pick(&self, sni: Option<&str>) -> Option<&CertKeyFiles> {
+        let host = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+        let by = |wild: bool| {
+            let host = host.as_deref()?;
+            self.0.iter().find(|c| {
+                c.names
+                    .iter()
+                    .any(|n| n.starts_with("*.") == wild && name_matches(n, host))
+            })
+        };
+        by(false).or_else(|| by(true)).or_else(|| self.0.first())
+    }
+}
+
+#[async_trait]
+impl TlsAccept for SniCertificates {
+    async fn certificate_callback(&self, ssl: &mut SslRef) {
+        let sni = ssl.servername(NameType::HOST_NAME).map(str::to_owned);
+        let Some(chosen) = self.pick(sni.as_deref()) else {
+            return;
+        };
+        let Some((leaf, intermediates)) = chosen.chain.split_first() else {
+            return;
+        };
+        let installed = ssl_use_certificate(ssl, leaf)
+            .and_then(|()| ssl_use_private_key(ssl, &chosen.private_key))
+            .and_then(|()| {
+                intermediates
+                    .iter()
+                    .try_for_each(|c| ssl_add_chain_cert(ssl, c))
+            });
+        if let Err(e) = installed {
+            // The handshake then fails for want of a certificate; nothing else to do here.
+            warn!("cannot install certificate {}: {e}", chosen.cert.display());
+        }
+    }
 }
 
 fn version(v: TlsVersion) -> SslVersion {

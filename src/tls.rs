@@ -123,6 +123,39 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
+/// The lower-case names a certificate serves: its DNS subject alternative names, or its CN
+/// when it has none.
+pub fn names_of(cert: &X509) -> Vec<String> {
+    let sans: Vec<String> = cert
+        .subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.dnsname().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !sans.is_empty() {
+        return sans;
+    }
+    cert.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .filter_map(|e| e.data().to_string().ok())
+        .map(|s| s.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether a certificate name (`www.example.com` or `*.example.com`) covers `host`; a wildcard
+/// stands for exactly one label, as in RFC 6125.
+pub fn name_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => pattern == host,
+    }
+}
+
 /// A short human description of a certificate: its subject CN (or whole subject) and expiry.
 pub fn describe(cert: &X509Ref) -> String {
     let subject = cert
@@ -172,6 +205,15 @@ mod tests {
         let want = Pin::of_key(&k).unwrap();
         assert_eq!(Pin::of_key(&read_public_key(&pem).unwrap()).unwrap(), want);
         assert_eq!(Pin::of_key(&read_public_key(&der).unwrap()).unwrap(), want);
+    }
+
+    #[test]
+    fn wildcard_names_cover_exactly_one_label() {
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(name_matches("www.example.com", "www.example.com"));
+        assert!(!name_matches("www.example.com", "api.example.com"));
     }
 
     #[test]

@@ -99,6 +99,23 @@ impl Ca {
         })
     }
 
+    /// An intermediate CA named `cn`, signed by this CA.
+    pub fn intermediate(&self, cn: &str) -> Result<Ca, CertError> {
+        let key = new_key()?;
+        let subject = name(cn)?;
+        let mut b = builder(&subject, &key)?;
+        b.set_issuer_name(self.identity.cert.subject_name())?;
+        b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+        b.sign(&self.identity.key, MessageDigest::sha256())?;
+        Ok(Ca {
+            identity: Identity {
+                cert: b.build(),
+                key,
+            },
+        })
+    }
+
     /// A leaf for `names`, signed by this CA.
     pub fn issue(&self, names: &[&str]) -> Result<Identity, CertError> {
         let key = new_key()?;

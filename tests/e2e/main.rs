@@ -14,3 +14,4 @@ mod pin_command;
 mod pinning;
 mod pools;
 mod routing;
+mod front_door;

@@ -110,16 +110,6 @@ impl Validator<'_> {
         if raw.certificates.is_empty() {
             self.err(certs_path.clone(), Problem::Empty("certificate"));
         }
-        if raw.certificates.len() > 1 {
-            self.err(
-                certs_path.index(1),
-                Problem::NotSupportedYet {
-                    what: "more than one certificate per listener (chosen by SNI)",
-                    planned: "issue 4, front door",
-                    instead: "keep one certificate per listener",
-                },
-            );
-        }
         let certificates: Vec<CertKeyFiles> = raw
             .certificates
             .iter()
@@ -240,9 +230,13 @@ impl Validator<'_> {
             );
             return None;
         }
+        let names = certs.first().map(crate::tls::names_of).unwrap_or_default();
         let files = CertKeyFiles {
             cert: cert_file,
             key: key_file,
+            chain: certs.clone(),
+            private_key: key.clone(),
+            names,
         };
         Some((files, certs, key))
     }

@@ -39,6 +39,15 @@ impl Ca {
         Ca(lib::Ca::new(cn).unwrap())
     }
 
+    pub fn intermediate(&self, cn: &str) -> Ca {
+        Ca(self.0.intermediate(cn).unwrap())
+    }
+
+    /// The CA's own certificate.
+    pub fn cert(&self) -> &openssl::x509::X509 {
+        &self.0.identity.cert
+    }
+
     pub fn issue(&self, names: &[&str]) -> Identity {
         Identity(self.0.issue(names).unwrap())
     }
