@@ -17,6 +17,8 @@ fn table(n: usize) -> RouteTable {
             hosts: vec![HostPattern::parse(&format!("site{i}.example.com")).unwrap()],
             paths: vec![PathPattern::parse("/api/*").unwrap()],
             target: Target::Pool(0),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
         })
         .collect();
     RouteTable::new(routes, 1)

@@ -16,6 +16,7 @@ use validate::Unparsed;
 
 pub use error::{ConfigError, Diagnostic, Problem};
 
+use crate::listener::Cidr;
 use crate::routing::RouteTable;
 use crate::tls::PinSet;
 use locate::{key_position_of, parse_at, position_of, KeyPath, Position};
@@ -23,6 +24,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
 use raw::RawConfig;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +77,34 @@ pub struct Listener {
     pub binds: Vec<SocketAddr>,
     /// TLS settings; `None` for a plain-HTTP listener.
     pub tls: Option<ListenerTls>,
+    /// Answer every request with 308 to HTTPS on this port.
+    pub redirect_to_https: Option<u16>,
+    /// Bodies for gateway-generated errors, by status.
+    pub error_pages: BTreeMap<u16, ErrorPage>,
+    /// Expect a PROXY protocol v1/v2 header on every connection.
+    pub proxy_protocol: bool,
+    /// Peers whose X-Forwarded-* headers are kept and extended.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Format of the X-Forwarded-For entry the gateway adds.
+    pub forwarded_for: ForwardedFor,
+}
+
+/// A custom body for a gateway-generated error.
+#[derive(Debug, Clone)]
+pub struct ErrorPage {
+    /// The body.
+    pub body: bytes::Bytes,
+    /// Its content type, from the file's extension.
+    pub content_type: &'static str,
+}
+
+/// What the gateway appends to X-Forwarded-For.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedFor {
+    /// The client's address.
+    Ip,
+    /// The client's address and port (`192.0.2.1:50123`, `[2001:db8::1]:50123`).
+    IpPort,
 }
 
 /// A TLS protocol version a listener accepts.

@@ -1,16 +1,21 @@
 //! Listeners: the sockets pinion accepts on, their client-facing TLS, and which listener a
 //! connection arrived on.
 
+pub mod cidr;
+pub mod proxy_protocol;
+
+pub use cidr::Cidr;
+
 use crate::config::{CertKeyFiles, Listener, ListenerTls, TlsVersion};
 use crate::tls::name_matches;
 use async_trait::async_trait;
 use log::warn;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
-use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
-use pingora::tls::ssl::{NameType, SslRef};
 use pingora::services::listening::Service;
+use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
 use pingora::tls::ssl::SslVersion;
+use pingora::tls::ssl::{NameType, SslRef};
 use std::net::SocketAddr;
 
 /// Errors setting up a listener's sockets or TLS.
@@ -32,15 +37,6 @@ pub enum ListenerError {
     },
 }
 
-/// What the proxy needs to know about a listener at request time.
-#[derive(Debug, Clone)]
-pub struct ListenerInfo {
-    /// The listener's name.
-    pub name: String,
-    /// Whether clients connect with TLS.
-    pub tls: bool,
-}
-
 /// Finds the listener of a connection from the local address it arrived on.
 #[derive(Debug, Clone, Default)]
 pub struct BindIndex(Vec<(SocketAddr, usize)>);
@@ -48,13 +44,24 @@ pub struct BindIndex(Vec<(SocketAddr, usize)>);
 impl BindIndex {
     /// Indexes every bind address of every listener.
     pub fn new(listeners: &[Listener]) -> BindIndex {
+        BindIndex::of(listeners, |_| true)
+    }
+
+    /// Indexes the bind addresses of the listeners that `include` selects.
+    pub fn of(listeners: &[Listener], include: impl Fn(&Listener) -> bool) -> BindIndex {
         BindIndex(
             listeners
                 .iter()
                 .enumerate()
+                .filter(|(_, l)| include(l))
                 .flat_map(|(i, l)| l.binds.iter().map(move |b| (*b, i)))
                 .collect(),
         )
+    }
+
+    /// Whether no address is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The listener that owns `local`: an exact bind first, then a wildcard bind on its port.
@@ -193,6 +200,11 @@ mod tests {
             name: "l".into(),
             binds: binds.iter().map(|b| b.parse().unwrap()).collect(),
             tls: None,
+            redirect_to_https: None,
+            error_pages: Default::default(),
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            forwarded_for: crate::config::ForwardedFor::Ip,
         }
     }
 

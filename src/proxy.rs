@@ -5,10 +5,10 @@ mod affinity;
 mod headers;
 mod respond;
 
-use crate::config::{Config, HostHeader};
-use crate::listener::{BindIndex, ListenerInfo};
+use crate::config::{Config, ErrorPage, HostHeader, Listener};
+use crate::listener::BindIndex;
 use crate::pool::{Pool, SelectKey};
-use crate::routing::{Decision, RouteTable, Target};
+use crate::routing::{host_of, Decision, Route, RouteTable, Target};
 use crate::upstream::{self, PinError};
 use async_trait::async_trait;
 use log::{error, warn};
@@ -16,6 +16,7 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Errors raised by pinion itself while proxying a request.
@@ -68,7 +69,7 @@ impl ProxyError {
 
 /// Everything a request needs, built once from a validated configuration.
 pub struct Gateway {
-    listeners: Vec<ListenerInfo>,
+    listeners: Vec<Listener>,
     binds: BindIndex,
     routes: RouteTable,
     pools: Arc<Vec<Pool>>,
@@ -79,14 +80,7 @@ impl Gateway {
     pub fn new(config: &Config) -> Gateway {
         let hook = upstream::handshake_hook();
         Gateway {
-            listeners: config
-                .listeners
-                .iter()
-                .map(|l| ListenerInfo {
-                    name: l.name.clone(),
-                    tls: l.tls.is_some(),
-                })
-                .collect(),
+            listeners: config.listeners.clone(),
             binds: BindIndex::new(&config.listeners),
             routes: config.routes.clone(),
             pools: Arc::new(config.pools.iter().map(|p| Pool::new(p, &hook)).collect()),
@@ -135,6 +129,12 @@ pub struct Ctx {
     request_id: String,
     /// Set when pinion already logged why the request failed.
     logged: bool,
+    /// The address the connection came from (the PROXY header's, with `proxy_protocol`).
+    peer: Option<SocketAddr>,
+    /// Whether that peer is a trusted proxy.
+    trusted: bool,
+    /// The client: the peer, or from a trusted proxy the first untrusted X-Forwarded-For entry.
+    client: Option<IpAddr>,
 }
 
 #[async_trait]
@@ -151,45 +151,66 @@ impl ProxyHttp for Proxy {
             return Err(ProxyError::UnknownListener.into_pingora());
         };
         ctx.listener = listener;
+        let l = self.gw.listeners.get(listener);
+        let trusted_proxies = l.map_or(&[][..], |l| l.trusted_proxies.as_slice());
+        ctx.peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        ctx.trusted = ctx
+            .peer
+            .is_some_and(|p| trusted_proxies.iter().any(|c| c.contains(p.ip())));
         let req = session.req_header();
+        let forwarded = ctx
+            .trusted
+            .then(|| headers::forwarded_client(req, trusted_proxies))
+            .flatten();
+        ctx.client = forwarded.or(ctx.peer.map(|p| p.ip()));
+        ctx.request_id = ctx
+            .trusted
+            .then(|| headers::incoming_request_id(req))
+            .flatten()
+            .unwrap_or_else(headers::new_request_id);
         let Some(authority) = headers::authority(req) else {
-            return respond::error(session, 400, false).await;
+            return self.error(session, ctx, 400, false).await;
         };
         ctx.authority = authority.to_owned();
+        if let Some(port) = l.and_then(|l| l.redirect_to_https) {
+            let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let location = https_location(&ctx.authority, port, target);
+            return respond::redirect(session, 308, &location).await;
+        }
         let path = req.uri.path().to_owned();
         let query = req.uri.query().map(str::to_owned);
         match self.gw.routes.decide(listener, &ctx.authority, &path) {
             Decision::Matched { index, route, path } => {
                 ctx.route = Some(index);
-                ctx.pool = match route.target {
-                    Target::Pool(p) => Some(p),
+                let pool = match &route.target {
+                    Target::Pool(p) => *p,
+                    Target::Redirect(r) => {
+                        let location = r.location(&path, query.as_deref());
+                        return respond::redirect(session, r.status, &location).await;
+                    }
                 };
+                ctx.pool = Some(pool);
                 ctx.target = match query {
                     Some(q) => format!("{path}?{q}"),
                     None => path,
                 };
-                ctx.request_id = headers::new_request_id();
-                let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
-                if let Some(a) = pool.and_then(|p| p.affinity.as_ref()) {
+                if let Some(a) = self.gw.pools.get(pool).and_then(|p| p.affinity.as_ref()) {
                     ctx.affinity = affinity::cookie(session.req_header(), &a.cookie);
                 }
                 Ok(false)
             }
-            Decision::NotFound => respond::error(session, 404, true).await,
-            Decision::BadPath(_) => respond::error(session, 400, false).await,
+            Decision::NotFound => self.error(session, ctx, 404, true).await,
+            Decision::BadPath(_) => self.error(session, ctx, 400, false).await,
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = ctx
             .pool
             .and_then(|p| self.gw.pools.get(p))
             .ok_or_else(|| ProxyError::NoPool.into_pingora())?;
         let key = SelectKey {
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: ctx.client,
             affinity: ctx.affinity.as_deref(),
         };
         let Some(choice) = pool.select(&key, &ctx.tried) else {
@@ -269,17 +290,16 @@ impl ProxyHttp for Proxy {
             .parse::<http::Uri>()
             .map_err(|e| ProxyError::Target(e).into_pingora())?;
         upstream_request.set_uri(uri);
-        let tls = self.gw.listeners.get(ctx.listener).is_some_and(|l| l.tls);
+        let l = self.gw.listeners.get(ctx.listener);
         let forwarded = headers::Forwarded {
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            peer: ctx.peer,
+            trusted: ctx.trusted,
+            format: l.map_or(crate::config::ForwardedFor::Ip, |l| l.forwarded_for),
             local_port: session
                 .server_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.port()),
-            tls,
+            tls: self.is_tls(ctx),
             authority: &ctx.authority,
             request_id: &ctx.request_id,
         };
@@ -296,6 +316,9 @@ impl ProxyHttp for Proxy {
         if let Some(host) = host {
             upstream_request.insert_header(http::header::HOST, host)?;
         }
+        if let Some(route) = self.route(ctx) {
+            headers::rewrite_request(upstream_request, &route.request_headers)?;
+        }
         Ok(())
     }
 
@@ -305,6 +328,9 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(route) = self.route(ctx) {
+            headers::rewrite_response(upstream_response, &route.response_headers)?;
+        }
         if let Some(cookie) = ctx.set_cookie.take() {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
@@ -368,7 +394,7 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = status_for(e);
         if code > 0 {
-            if let Err(write) = respond::error(session, code, false).await {
+            if let Err(write) = respond::error(session, code, false, self.page(ctx, code)).await {
                 error!("cannot send the {code} response to the client: {write}");
             }
         }
@@ -398,7 +424,33 @@ impl ProxyHttp for Proxy {
 
 impl Proxy {
     fn is_tls(&self, ctx: &Ctx) -> bool {
-        self.gw.listeners.get(ctx.listener).is_some_and(|l| l.tls)
+        self.gw
+            .listeners
+            .get(ctx.listener)
+            .is_some_and(|l| l.tls.is_some())
+    }
+
+    fn route(&self, ctx: &Ctx) -> Option<&Route> {
+        ctx.route.and_then(|r| self.gw.routes.routes().get(r))
+    }
+
+    /// The listener's error page for `code`, if it has one.
+    fn page(&self, ctx: &Ctx, code: u16) -> Option<&ErrorPage> {
+        self.gw
+            .listeners
+            .get(ctx.listener)
+            .and_then(|l| l.error_pages.get(&code))
+    }
+
+    /// Answers with a gateway error; `Ok(true)` stops request processing.
+    async fn error(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        code: u16,
+        keepalive: bool,
+    ) -> Result<bool> {
+        respond::error(session, code, keepalive, self.page(ctx, code)).await
     }
 
     /// Whether the request may go to another server: retries left and a server left.
@@ -425,6 +477,21 @@ impl Proxy {
                 e.etype().as_str()
             );
         }
+    }
+}
+
+/// `https://HOST[:PORT]TARGET` for `redirect_to_https`; the port is left out when it is 443.
+fn https_location(authority: &str, port: u16, target: &str) -> String {
+    let host = host_of(authority);
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
     }
 }
 

@@ -86,6 +86,65 @@ impl PathPattern {
 pub enum Target {
     /// Proxy to the pool with this index.
     Pool(usize),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+}
+
+/// A route's redirect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// Absolute URL (`https://host/path`) or absolute path on the same host.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// Append the request path to `to`.
+    pub keep_path: bool,
+    /// Append the request query to `to`.
+    pub keep_query: bool,
+}
+
+impl Redirect {
+    /// The Location for a request with this normalized path and raw query.
+    pub fn location(&self, path: &str, query: Option<&str>) -> String {
+        let (base, to_query) = match self.to.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (self.to.as_str(), None),
+        };
+        let mut out = base.to_owned();
+        if self.keep_path {
+            if out.ends_with('/') {
+                out.pop();
+            }
+            out.push_str(path);
+        }
+        let query = match (to_query, query.filter(|_| self.keep_query)) {
+            (Some(a), Some(b)) => Some(format!("{a}&{b}")),
+            (Some(a), None) => Some(a.to_owned()),
+            (None, Some(b)) => Some(b.to_owned()),
+            (None, None) => None,
+        };
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            out.push('?');
+            out.push_str(&q);
+        }
+        out
+    }
+}
+
+/// Header changes of a route: names removed, then names set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRewrite {
+    /// Headers removed.
+    pub remove: Vec<http::HeaderName>,
+    /// Headers set (replacing any value).
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl HeaderRewrite {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
 }
 
 /// One entry of `routes:`, validated.
@@ -101,6 +160,10 @@ pub struct Route {
     pub paths: Vec<PathPattern>,
     /// What to do with a matching request.
     pub target: Target,
+    /// Changes to the request sent to the backend.
+    pub request_headers: HeaderRewrite,
+    /// Changes to the response sent to the client.
+    pub response_headers: HeaderRewrite,
 }
 
 impl Route {
@@ -233,6 +296,8 @@ mod tests {
                 .map(|p| PathPattern::parse(p).unwrap())
                 .collect(),
             target: Target::Pool(0),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
         }
     }
 
@@ -316,6 +381,32 @@ mod tests {
         assert_eq!(host_of("Example.COM:443"), "example.com");
         assert_eq!(host_of("[::1]:8443"), "::1");
         assert_eq!(host_of("example.com."), "example.com");
+    }
+
+    #[test]
+    fn redirect_locations_keep_path_and_query_as_asked() {
+        let r = |to: &str, keep_path, keep_query| Redirect {
+            to: to.into(),
+            status: 301,
+            keep_path,
+            keep_query,
+        };
+        assert_eq!(
+            r("https://n/new/", false, true).location("/old/a", Some("q=1")),
+            "https://n/new/?q=1"
+        );
+        assert_eq!(
+            r("https://n/new/", true, true).location("/old/a", Some("q=1")),
+            "https://n/new/old/a?q=1"
+        );
+        assert_eq!(
+            r("https://n/x?a=1", false, true).location("/", Some("b=2")),
+            "https://n/x?a=1&b=2"
+        );
+        assert_eq!(
+            r("/elsewhere", false, false).location("/old", Some("q")),
+            "/elsewhere"
+        );
     }
 
     #[test]

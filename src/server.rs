@@ -1,13 +1,16 @@
 //! Assembles the Pingora server from a validated configuration and runs it.
 
 use crate::config::{Config, ServerSettings};
+use crate::listener::proxy_protocol::{Front, ProxyProtocolGate};
+use crate::listener::BindIndex;
 use crate::listener::{self, ListenerError};
 use crate::pool::Prober;
 use crate::proxy::{Gateway, Proxy};
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use std::sync::Arc;
 
 /// How the process was asked to run.
@@ -54,8 +57,14 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     let gateway = Arc::new(Gateway::new(config));
     let prober = background_service("health probes", Prober::new(gateway.pools()));
-    let mut service =
-        http_proxy_service_with_name(&server.configuration, Proxy::new(gateway), "pinion");
+    let mut proxy = HttpProxy::new(Proxy::new(gateway), server.configuration.clone());
+    proxy.handle_init_modules();
+    let gate = ProxyProtocolGate::new(BindIndex::of(&config.listeners, |l| l.proxy_protocol));
+    let expects_headers = !gate.is_empty();
+    let mut service = Service::new("pinion".to_owned(), Front::new(proxy, gate.clone()));
+    if expects_headers {
+        service.endpoints().set_pre_tls_callback(Arc::new(gate));
+    }
     listener::add_all(&mut service, &config.listeners)?;
     server.bootstrap();
     server.add_service(prober);

@@ -82,6 +82,14 @@ pub enum Problem {
     /// A path pattern that is not usable.
     #[error("invalid path {0:?}: expected an absolute path (\"/x\"), a prefix (\"/x/*\" or \"/x*\") or \"/*\"")]
     BadPath(String),
+    /// A route with both a pool and a redirect.
+    #[error("a route has either `pool` or `redirect`, not both")]
+    PoolAndRedirect,
+    /// A header a route may not rewrite.
+    #[error(
+        "{0:?} cannot be rewritten: the proxy manages it (use the pool's `host_header` for Host)"
+    )]
+    ReservedHeader(String),
     /// A route without a target.
     #[error("a route needs `pool` (or `redirect`)")]
     NoTarget,

@@ -5,12 +5,28 @@ mod pool;
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::raw::{RawConfig, RawRoute, RawServer};
+use super::raw::{RawConfig, RawHeaderRewrite, RawRedirect, RawRoute, RawServer};
 use super::{Config, ServerSettings};
-use crate::routing::{HostPattern, PathPattern, Route, RouteTable, Target};
+use crate::routing::{
+    HeaderRewrite, HostPattern, PathPattern, Redirect, Route, RouteTable, Target,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Headers a route may not rewrite: framing and hop-by-hop headers the proxy manages, and Host
+/// (set it with the pool's `host_header`).
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "connection",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+];
 
 /// Problems found, each with where it is.
 pub(super) type Problems = Vec<(KeyPath, Problem)>;
@@ -244,21 +260,6 @@ impl Validator<'_> {
         listeners: &[&str],
         pools: &[&str],
     ) -> Option<Route> {
-        for (key, present) in [
-            ("request_headers", raw.request_headers.is_some()),
-            ("response_headers", raw.response_headers.is_some()),
-        ] {
-            if present {
-                self.not_yet(path.key(key), "header rewriting", "issue 4, front door");
-            }
-        }
-        if raw.redirect.is_some() {
-            self.not_yet(
-                path.key("redirect"),
-                "route redirects",
-                "issue 4, front door",
-            );
-        }
         let route_listeners = raw.listeners.as_ref().map(|names| {
             names
                 .iter()
@@ -284,8 +285,15 @@ impl Validator<'_> {
         let paths = self.patterns(raw.paths.as_deref(), &path.key("paths"), |p| {
             PathPattern::parse(p).ok_or_else(|| Problem::BadPath(p.to_owned()))
         });
-        let target = match &raw.pool {
-            Some(name) => match pools.iter().position(|p| p == name) {
+        let target = match (&raw.pool, &raw.redirect) {
+            (Some(_), Some(_)) => {
+                self.err(path.key("redirect"), Problem::PoolAndRedirect);
+                None
+            }
+            (None, Some(r)) => self
+                .redirect(r, &path.key("redirect"))
+                .map(Target::Redirect),
+            (Some(name), None) => match pools.iter().position(|p| p == name) {
                 Some(i) => Some(Target::Pool(i)),
                 None if self.unparsed.pools.contains(name) => None,
                 None => {
@@ -299,19 +307,106 @@ impl Validator<'_> {
                     None
                 }
             },
-            None if raw.redirect.is_some() => None,
-            None => {
+            (None, None) => {
                 self.err(path.clone(), Problem::NoTarget);
                 None
             }
         };
+        let request_headers =
+            self.rewrite(raw.request_headers.as_ref(), &path.key("request_headers"));
+        let response_headers =
+            self.rewrite(raw.response_headers.as_ref(), &path.key("response_headers"));
         Some(Route {
             name: raw.name.clone(),
             listeners: route_listeners,
             hosts,
             paths,
             target: target?,
+            request_headers,
+            response_headers,
         })
+    }
+
+    fn redirect(&mut self, raw: &RawRedirect, path: &KeyPath) -> Option<Redirect> {
+        let status = raw.status.unwrap_or(302);
+        if ![301, 302, 303, 307, 308].contains(&status) {
+            self.err(
+                path.key("status"),
+                Problem::BadChoice {
+                    value: status.to_string(),
+                    expected: "301, 302, 303, 307 or 308",
+                },
+            );
+            return None;
+        }
+        let to = raw.to.trim();
+        let absolute = to.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+        });
+        let local = to.starts_with('/') && !to.starts_with("//") && to.parse::<http::Uri>().is_ok();
+        if !(absolute || local) {
+            self.err(
+                path.key("to"),
+                Problem::BadChoice {
+                    value: to.to_owned(),
+                    expected: "an absolute http(s) URL such as https://www.contoso.com/new/, or a path such as /new/",
+                },
+            );
+            return None;
+        }
+        Some(Redirect {
+            to: to.to_owned(),
+            status,
+            keep_path: raw.keep_path.unwrap_or(false),
+            keep_query: raw.keep_query.unwrap_or(true),
+        })
+    }
+
+    fn rewrite(&mut self, raw: Option<&RawHeaderRewrite>, path: &KeyPath) -> HeaderRewrite {
+        let Some(raw) = raw else {
+            return HeaderRewrite::default();
+        };
+        let mut out = HeaderRewrite::default();
+        for (i, name) in raw.remove.iter().enumerate() {
+            if let Some(n) = self.header_name(name, &path.key("remove").index(i)) {
+                out.remove.push(n);
+            }
+        }
+        for (name, value) in &raw.set {
+            let here = path.key("set").key(name);
+            let Some(n) = self.header_name(name, &here) else {
+                continue;
+            };
+            match http::HeaderValue::from_str(value) {
+                Ok(v) => out.set.push((n, v)),
+                Err(_) => self.err(
+                    here,
+                    Problem::BadChoice {
+                        value: value.clone(),
+                        expected: "a header value of visible ASCII characters, spaces and tabs",
+                    },
+                ),
+            }
+        }
+        out
+    }
+
+    fn header_name(&mut self, name: &str, path: &KeyPath) -> Option<http::HeaderName> {
+        let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            self.err(
+                path.clone(),
+                Problem::BadChoice {
+                    value: name.to_owned(),
+                    expected: "a header name (letters, digits and !#$%&'*+-.^_`|~)",
+                },
+            );
+            return None;
+        };
+        if RESERVED_HEADERS.contains(&n.as_str()) {
+            self.err(path.clone(), Problem::ReservedHeader(name.to_owned()));
+            return None;
+        }
+        Some(n)
     }
 
     fn patterns<T>(

@@ -106,7 +106,13 @@ impl Ca {
         let mut b = builder(&subject, &key)?;
         b.set_issuer_name(self.identity.cert.subject_name())?;
         b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
         b.sign(&self.identity.key, MessageDigest::sha256())?;
         Ok(Ca {
             identity: Identity {

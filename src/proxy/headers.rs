@@ -1,10 +1,13 @@
 //! Headers toward the backend: the request target's authority and the X-Forwarded-* set.
 
-use pingora::http::RequestHeader;
+use crate::config::ForwardedFor;
+use crate::listener::Cidr;
+use crate::routing::HeaderRewrite;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 use rand::RngCore;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The client's authority: `:authority` / absolute-form first (RFC 9112 §3.2.2), else `Host`.
 pub fn authority(req: &RequestHeader) -> Option<&str> {
@@ -30,8 +33,12 @@ pub fn new_request_id() -> String {
 
 /// What the gateway tells the backend about the client connection.
 pub struct Forwarded<'a> {
-    /// The client's address.
-    pub client: Option<IpAddr>,
+    /// The connection's peer (the PROXY header's address, with `proxy_protocol`).
+    pub peer: Option<SocketAddr>,
+    /// Whether the peer is a trusted proxy, whose forwarding headers are kept.
+    pub trusted: bool,
+    /// The X-Forwarded-For entry format.
+    pub format: ForwardedFor,
     /// The port the client connected to.
     pub local_port: Option<u16>,
     /// Whether the client used TLS.
@@ -43,34 +50,125 @@ pub struct Forwarded<'a> {
 }
 
 impl Forwarded<'_> {
-    /// Replaces whatever forwarding headers the client sent with the gateway's own; clients are
-    /// not trusted proxies, so their X-Forwarded-* and Forwarded headers never reach a backend.
+    /// Sets the forwarding headers. From an untrusted peer every X-Forwarded-* and Forwarded
+    /// header is replaced; from a trusted proxy they are kept and X-Forwarded-For is extended.
     pub fn apply(&self, req: &mut RequestHeader) -> Result<()> {
-        let spoofable: Vec<http::HeaderName> = req
-            .headers
-            .keys()
-            .filter(|n| n.as_str().starts_with("x-forwarded-") || n.as_str() == "forwarded")
-            .cloned()
-            .collect();
-        for name in spoofable {
-            req.remove_header(&name);
-        }
+        let previous_hops = if self.trusted {
+            let list: Vec<&str> = req
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            (!list.is_empty()).then(|| list.join(", "))
+        } else {
+            let spoofable: Vec<http::HeaderName> = req
+                .headers
+                .keys()
+                .filter(|n| n.as_str().starts_with("x-forwarded-") || n.as_str() == "forwarded")
+                .cloned()
+                .collect();
+            for name in spoofable {
+                req.remove_header(&name);
+            }
+            None
+        };
         if req.headers.get(http::header::HOST).is_none() {
             // HTTP/2 clients send :authority only; HTTP/1.1 backends need Host.
             req.insert_header(http::header::HOST, self.authority)?;
         }
-        if let Some(ip) = self.client {
-            req.insert_header("X-Forwarded-For", ip.to_string())?;
+        if let Some(peer) = self.peer {
+            let entry = match (self.format, peer) {
+                (ForwardedFor::Ip, p) => p.ip().to_string(),
+                (ForwardedFor::IpPort, p) => p.to_string(),
+            };
+            let value = match previous_hops {
+                Some(hops) => format!("{hops}, {entry}"),
+                None => entry,
+            };
+            req.insert_header("X-Forwarded-For", value)?;
         }
-        req.insert_header("X-Forwarded-Proto", if self.tls { "https" } else { "http" })?;
+        let keep = self.trusted;
+        put(
+            req,
+            "X-Forwarded-Proto",
+            if self.tls { "https" } else { "http" },
+            keep,
+        )?;
         if let Some(port) = self.local_port {
-            req.insert_header("X-Forwarded-Port", port.to_string())?;
+            put(req, "X-Forwarded-Port", &port.to_string(), keep)?;
         }
-        req.insert_header("X-Forwarded-Host", self.authority)?;
-        req.insert_header("X-Original-Host", self.authority)?;
+        put(req, "X-Forwarded-Host", self.authority, keep)?;
+        put(req, "X-Original-Host", self.authority, keep)?;
+        // The id in use is decided in request_filter (kept from a trusted proxy or new).
         req.insert_header("X-Request-Id", self.request_id)?;
         Ok(())
     }
+}
+
+/// Sets a header, unless `keep` and the request already has one.
+fn put(req: &mut RequestHeader, name: &'static str, value: &str, keep: bool) -> Result<()> {
+    if keep && req.headers.contains_key(name) {
+        return Ok(());
+    }
+    req.insert_header(name, value)
+}
+
+/// From a trusted proxy: the client is the last X-Forwarded-For entry that is not itself a
+/// trusted proxy (entries are `ip`, `ip:port` or `[ipv6]:port`).
+pub fn forwarded_client(req: &RequestHeader, trusted: &[Cidr]) -> Option<IpAddr> {
+    let entries: Vec<IpAddr> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(parse_entry)
+        .collect();
+    entries
+        .iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|c| c.contains(**ip)))
+        .or(entries.first())
+        .copied()
+}
+
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    e.parse::<IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// A request id sent by a trusted proxy, when it is a sane token.
+pub fn incoming_request_id(req: &RequestHeader) -> Option<String> {
+    let v = req.headers.get("x-request-id")?.to_str().ok()?.trim();
+    let sane = !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic());
+    sane.then(|| v.to_owned())
+}
+
+/// Applies a route's request header changes.
+pub fn rewrite_request(req: &mut RequestHeader, rw: &HeaderRewrite) -> Result<()> {
+    for name in &rw.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &rw.set {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// Applies a route's response header changes.
+pub fn rewrite_response(resp: &mut ResponseHeader, rw: &HeaderRewrite) -> Result<()> {
+    for name in &rw.remove {
+        resp.remove_header(name);
+    }
+    for (name, value) in &rw.set {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -105,7 +203,9 @@ mod tests {
             ("X-Request-Id", "spoofed"),
         ]);
         Forwarded {
-            client: Some("192.0.2.1".parse().unwrap()),
+            peer: Some("192.0.2.1:5000".parse().unwrap()),
+            trusted: false,
+            format: ForwardedFor::Ip,
             local_port: Some(8443),
             tls: true,
             authority: "www.example.com",
@@ -127,7 +227,9 @@ mod tests {
     fn host_is_added_for_http2_clients() {
         let mut r = request(&[]);
         Forwarded {
-            client: None,
+            peer: None,
+            trusted: false,
+            format: ForwardedFor::Ip,
             local_port: None,
             tls: false,
             authority: "a.example:8080",
@@ -137,6 +239,54 @@ mod tests {
         .unwrap();
         assert_eq!(values(&r, "host"), ["a.example:8080"]);
         assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
+    }
+
+    #[test]
+    fn trusted_proxies_keep_and_extend_forwarding_headers() {
+        let mut r = request(&[
+            ("Host", "www.example.com"),
+            ("X-Forwarded-For", "203.0.113.7, 10.0.0.2"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Forwarded-Host", "public.example"),
+        ]);
+        Forwarded {
+            peer: Some("10.0.0.3:41000".parse().unwrap()),
+            trusted: true,
+            format: ForwardedFor::IpPort,
+            local_port: Some(8080),
+            tls: false,
+            authority: "www.example.com",
+            request_id: "id",
+        }
+        .apply(&mut r)
+        .unwrap();
+        assert_eq!(
+            values(&r, "x-forwarded-for"),
+            ["203.0.113.7, 10.0.0.2, 10.0.0.3:41000"]
+        );
+        assert_eq!(values(&r, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&r, "x-forwarded-port"), ["443"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["public.example"]);
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_last_untrusted_hop() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let r = request(&[(
+            "X-Forwarded-For",
+            "198.51.100.1, 203.0.113.7:5000, 10.0.0.2",
+        )]);
+        assert_eq!(
+            forwarded_client(&r, &trusted),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        let r = request(&[("X-Forwarded-For", "10.0.0.9")]);
+        assert_eq!(
+            forwarded_client(&r, &trusted),
+            Some("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(forwarded_client(&request(&[]), &trusted), None);
     }
 
     #[test]

@@ -1,25 +1,63 @@
-//! Responses the gateway writes itself (404, 400, 502, 504...): a short plain-text body.
+//! Responses the gateway writes itself: errors (a short plain-text body, or the listener's
+//! error page) and redirects.
 
+use crate::config::ErrorPage;
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-/// Writes a gateway-generated response; returns `Ok(true)` so that `request_filter` stops.
-pub async fn error(session: &mut Session, code: u16, keepalive: bool) -> Result<bool> {
-    let reason = http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let body = bytes::Bytes::from(format!("{code} {reason}\n"));
+/// Writes a gateway-generated error; returns `Ok(true)` so that `request_filter` stops.
+pub async fn error(
+    session: &mut Session,
+    code: u16,
+    keepalive: bool,
+    page: Option<&ErrorPage>,
+) -> Result<bool> {
+    let (body, content_type) = match page {
+        Some(p) => (p.body.clone(), p.content_type),
+        None => {
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            (
+                Bytes::from(format!("{code} {reason}\n")),
+                "text/plain; charset=utf-8",
+            )
+        }
+    };
     let mut resp = ResponseHeader::build(code, Some(4))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    write(session, resp, body, keepalive).await
+}
+
+/// Writes a redirect to `location`; returns `Ok(true)`.
+pub async fn redirect(session: &mut Session, status: u16, location: &str) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    write(session, resp, Bytes::new(), true).await
+}
+
+async fn write(
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    body: Bytes,
+    keepalive: bool,
+) -> Result<bool> {
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     if !keepalive {
         // Pingora then answers `Connection: close` on HTTP/1.1 and ends the stream on HTTP/2.
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
     Ok(true)
 }

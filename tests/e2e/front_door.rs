@@ -20,7 +20,8 @@ fn handshake(port: u16, hello: Hello<'_>) -> Result<SslStream<TcpStream>, String
     let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
     // Security level 0 lets this client offer old versions, so refusals come from the server.
-    b.set_cipher_list(hello.ciphers.unwrap_or("DEFAULT:@SECLEVEL=0")).unwrap();
+    b.set_cipher_list(hello.ciphers.unwrap_or("DEFAULT:@SECLEVEL=0"))
+        .unwrap();
     b.set_min_proto_version(hello.min).unwrap();
     b.set_max_proto_version(hello.max).unwrap();
     if let Some(alpn) = hello.alpn {
@@ -29,12 +30,20 @@ fn handshake(port: u16, hello: Hello<'_>) -> Result<SslStream<TcpStream>, String
     let mut cfg = b.build().configure().unwrap();
     cfg.set_use_server_name_indication(hello.sni.is_some());
     cfg.set_verify_hostname(false);
-    cfg.connect(hello.sni.unwrap_or(""), tcp).map_err(|e| e.to_string())
+    cfg.connect(hello.sni.unwrap_or(""), tcp)
+        .map_err(|e| e.to_string())
 }
 
 fn presented_cn(s: &SslStream<TcpStream>) -> String {
     let cert = s.ssl().peer_certificate().unwrap();
-    let cn = cert.subject_name().entries().next().unwrap().data().to_string().unwrap();
+    let cn = cert
+        .subject_name()
+        .entries()
+        .next()
+        .unwrap()
+        .data()
+        .to_string()
+        .unwrap();
     cn
 }
 
@@ -63,18 +72,45 @@ fn sni_chooses_the_certificate_and_sends_its_chain() {
     );
     let gw = env.start(&yaml);
     let port = gw.port();
-    let cn = |sni| presented_cn(&handshake(port, Hello { sni, ..Hello::default() }).unwrap());
+    let cn = |sni| {
+        presented_cn(
+            &handshake(
+                port,
+                Hello {
+                    sni,
+                    ..Hello::default()
+                },
+            )
+            .unwrap(),
+        )
+    };
     assert_eq!(cn(Some("www.example.com")), "www.example.com");
     assert_eq!(cn(Some("WWW.Example.COM")), "www.example.com");
     assert_eq!(cn(Some("a.wild.example")), "*.wild.example");
     assert_eq!(cn(Some("a.b.wild.example")), "default.example");
     assert_eq!(cn(Some("unknown.example")), "default.example");
     assert_eq!(cn(None), "default.example");
-    let s = handshake(port, Hello { sni: Some("www.example.com"), ..Hello::default() }).unwrap();
+    let s = handshake(
+        port,
+        Hello {
+            sni: Some("www.example.com"),
+            ..Hello::default()
+        },
+    )
+    .unwrap();
     let chain = s.ssl().peer_cert_chain().unwrap();
     assert_eq!(chain.len(), 2, "leaf and intermediate are sent");
     assert_eq!(
-        chain.get(1).unwrap().subject_name().entries().next().unwrap().data().to_string().unwrap(),
+        chain
+            .get(1)
+            .unwrap()
+            .subject_name()
+            .entries()
+            .next()
+            .unwrap()
+            .data()
+            .to_string()
+            .unwrap(),
         "Intermediate"
     );
 }
@@ -92,17 +128,36 @@ fn tls_versions_below_the_minimum_are_refused() {
     let env = Env::new();
     let yaml = listener_with(&env, "") + &plain_pool(&backend);
     let gw = env.start(&yaml);
-    let tls11 = Hello { min: Some(SslVersion::TLS1_1), max: Some(SslVersion::TLS1_1), ..Hello::default() };
-    assert!(handshake(gw.port(), tls11).is_err(), "TLS 1.1 must be refused by default");
-    let tls12 = Hello { max: Some(SslVersion::TLS1_2), ..tls11 };
-    assert!(handshake(gw.port(), tls12).is_ok(), "the same client with TLS 1.2 is accepted");
+    let tls11 = Hello {
+        min: Some(SslVersion::TLS1_1),
+        max: Some(SslVersion::TLS1_1),
+        ..Hello::default()
+    };
+    assert!(
+        handshake(gw.port(), tls11).is_err(),
+        "TLS 1.1 must be refused by default"
+    );
+    let tls12 = Hello {
+        max: Some(SslVersion::TLS1_2),
+        ..tls11
+    };
+    assert!(
+        handshake(gw.port(), tls12).is_ok(),
+        "the same client with TLS 1.2 is accepted"
+    );
 
     let backend = Backend::plain("b");
     let env = Env::new();
     let yaml = listener_with(&env, "      min_version: \"1.3\"\n") + &plain_pool(&backend);
     let gw = env.start(&yaml);
-    let only12 = Hello { max: Some(SslVersion::TLS1_2), ..Hello::default() };
-    assert!(handshake(gw.port(), only12).is_err(), "min_version 1.3 refuses TLS 1.2");
+    let only12 = Hello {
+        max: Some(SslVersion::TLS1_2),
+        ..Hello::default()
+    };
+    assert!(
+        handshake(gw.port(), only12).is_err(),
+        "min_version 1.3 refuses TLS 1.2"
+    );
     let s = handshake(gw.port(), Hello::default()).unwrap();
     assert_eq!(s.ssl().version_str(), "TLSv1.3");
 }
@@ -111,33 +166,59 @@ fn tls_versions_below_the_minimum_are_refused() {
 fn ciphers_outside_the_list_are_refused() {
     let backend = Backend::plain("b");
     let env = Env::new();
-    let yaml = listener_with(&env, "      max_version: \"1.2\"\n      ciphers: ECDHE-ECDSA-AES128-GCM-SHA256\n")
-        + &plain_pool(&backend);
+    let yaml = listener_with(
+        &env,
+        "      max_version: \"1.2\"\n      ciphers: ECDHE-ECDSA-AES128-GCM-SHA256\n",
+    ) + &plain_pool(&backend);
     let gw = env.start(&yaml);
-    let tls12 = |ciphers| Hello { max: Some(SslVersion::TLS1_2), ciphers: Some(ciphers), ..Hello::default() };
+    let tls12 = |ciphers| Hello {
+        max: Some(SslVersion::TLS1_2),
+        ciphers: Some(ciphers),
+        ..Hello::default()
+    };
     assert!(handshake(gw.port(), tls12("ECDHE-ECDSA-AES256-GCM-SHA384")).is_err());
     let s = handshake(gw.port(), tls12("ECDHE-ECDSA-AES128-GCM-SHA256")).unwrap();
-    assert_eq!(s.ssl().current_cipher().unwrap().name(), "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_eq!(
+        s.ssl().current_cipher().unwrap().name(),
+        "ECDHE-ECDSA-AES128-GCM-SHA256"
+    );
 }
 
 /// Sends one HTTP/2 GET and returns (negotiated ALPN, status, body, what the backend saw).
 fn h2_get(port: u16, authority: &str, path: &str) -> Result<(u16, String), String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
         b.set_verify(SslVerifyMode::NONE);
         b.set_alpn_protos(b"\x02h2").unwrap();
-        let ssl = b.build().configure().unwrap().into_ssl("localhost").unwrap();
+        let ssl = b
+            .build()
+            .configure()
+            .unwrap()
+            .into_ssl("localhost")
+            .unwrap();
         let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-        std::pin::Pin::new(&mut tls).connect().await.map_err(|e| e.to_string())?;
+        std::pin::Pin::new(&mut tls)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
         if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
             return Err("h2 not negotiated".to_owned());
         }
-        let (client, conn) = h2::client::handshake(tls).await.map_err(|e| e.to_string())?;
+        let (client, conn) = h2::client::handshake(tls)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut client = client.ready().await.map_err(|e| e.to_string())?;
-        let req = http::Request::get(format!("https://{authority}{path}")).body(()).unwrap();
+        let req = http::Request::get(format!("https://{authority}{path}"))
+            .body(())
+            .unwrap();
         let (resp, _) = client.send_request(req, true).map_err(|e| e.to_string())?;
         let resp = resp.await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
@@ -167,14 +248,25 @@ fn http2_clients_are_served_over_http1_backends_and_http2_can_be_turned_off() {
     let (status, body) = h2_get(gw.port(), "www.example.com", "/a/../h2?x=1").unwrap();
     assert_eq!((status, body.as_str()), (200, "h1 /h2?x=1\n"));
     let seen = &backend.requests()[0];
-    assert_eq!(seen.header("host"), Some("www.example.com"), ":authority becomes Host");
+    assert_eq!(
+        seen.header("host"),
+        Some("www.example.com"),
+        ":authority becomes Host"
+    );
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
-    assert_eq!(h2_get(gw.port(), "other.example", "/").unwrap().0, 404, "routing uses :authority");
+    assert_eq!(
+        h2_get(gw.port(), "other.example", "/").unwrap().0,
+        404,
+        "routing uses :authority"
+    );
 
     let env = Env::new();
     let yaml = listener_with(&env, "      http2: false\n") + &plain_pool(&Backend::plain("b"));
     let gw = env.start(&yaml);
-    assert_eq!(h2_get(gw.port(), "x", "/"), Err("h2 not negotiated".to_owned()));
+    assert_eq!(
+        h2_get(gw.port(), "x", "/"),
+        Err("h2 not negotiated".to_owned())
+    );
 }
 
 /// A WebSocket echo server behind TLS: answers the upgrade, then echoes frames back.
@@ -187,7 +279,9 @@ fn websocket_backend(identity: &Identity) -> u16 {
     let acceptor = b.build();
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
-            let Ok(mut s) = acceptor.accept(tcp.unwrap()) else { continue };
+            let Ok(mut s) = acceptor.accept(tcp.unwrap()) else {
+                continue;
+            };
             let head = read_head(&mut s);
             if !head.to_ascii_lowercase().contains("upgrade: websocket") {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -195,7 +289,10 @@ fn websocket_backend(identity: &Identity) -> u16 {
             }
             let key = head
                 .lines()
-                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ").or_else(|| l.strip_prefix("sec-websocket-key: ")))
+                .find_map(|l| {
+                    l.strip_prefix("Sec-WebSocket-Key: ")
+                        .or_else(|| l.strip_prefix("sec-websocket-key: "))
+                })
                 .unwrap()
                 .trim()
                 .to_owned();
@@ -228,7 +325,8 @@ fn read_head(s: &mut impl Read) -> String {
 
 fn accept_key(key: &str) -> String {
     use base64::Engine as _;
-    let digest = openssl::sha::sha1(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
+    let digest =
+        openssl::sha::sha1(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
@@ -278,13 +376,21 @@ fn websocket_upgrades_pass_through_in_both_directions() {
     key.write(env.path(), "k");
     let pools = format!("  - name: ws\n    probe: false\n    servers: [127.0.0.1:{port}]\n    tls:\n      pins:\n        - cert: k.pem\n");
     let gw = env.serve(&pools, "  - name: ws\n    pool: ws\n");
-    let mut s = handshake(gw.port(), Hello { sni: Some("localhost"), ..Hello::default() }).unwrap();
+    let mut s = handshake(
+        gw.port(),
+        Hello {
+            sni: Some("localhost"),
+            ..Hello::default()
+        },
+    )
+    .unwrap();
     s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
     for msg in ["hello", "second message"] {
-        s.write_all(&frame(msg.as_bytes(), Some([1, 2, 3, 4]))).unwrap();
+        s.write_all(&frame(msg.as_bytes(), Some([1, 2, 3, 4])))
+            .unwrap();
         let reply = read_frame(&mut s).unwrap();
         assert_eq!(String::from_utf8(reply).unwrap(), format!("echo: {msg}"));
     }

@@ -3,13 +3,18 @@
 use super::{Problem, Validator};
 use crate::config::locate::KeyPath;
 use crate::config::raw::{RawCertKey, RawListener, RawListenerTls, Scalar};
-use crate::config::{CertKeyFiles, Listener, ListenerTls, TlsVersion};
+use crate::config::{CertKeyFiles, ErrorPage, ForwardedFor, Listener, ListenerTls, TlsVersion};
+use crate::listener::Cidr;
 use crate::tls::read_certificates;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslMethod};
 use openssl::x509::X509;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+
+/// Statuses pinion itself answers with, which an error page may replace.
+const ERROR_PAGE_CODES: [u16; 6] = [400, 404, 500, 502, 503, 504];
+const MAX_ERROR_PAGE: usize = 1024 * 1024;
 
 impl Validator<'_> {
     pub(super) fn listeners(&mut self, raw: &[RawListener], path: &KeyPath) -> Vec<Listener> {
@@ -18,10 +23,51 @@ impl Validator<'_> {
         }
         self.names(path, raw.iter().map(|l| l.name.as_str()), "listeners");
         let mut bound: HashMap<SocketAddr, String> = HashMap::new();
-        raw.iter()
+        let mut listeners: Vec<Listener> = raw
+            .iter()
             .enumerate()
             .map(|(i, l)| self.listener(l, &path.index(i), &mut bound))
-            .collect()
+            .collect();
+        // redirect_to_https names another listener: resolved once all are known.
+        for (i, l) in raw.iter().enumerate() {
+            let Some(target) = &l.redirect_to_https else {
+                continue;
+            };
+            let here = path.index(i).key("redirect_to_https");
+            let found = raw.iter().position(|o| &o.name == target);
+            let port = found
+                .and_then(|t| listeners.get(t))
+                .filter(|t| t.tls.is_some())
+                .and_then(|t| t.binds.first())
+                .map(SocketAddr::port);
+            match (found, port) {
+                (_, Some(port)) => {
+                    if let Some(me) = listeners.get_mut(i) {
+                        me.redirect_to_https = Some(port);
+                    }
+                }
+                (Some(_), None) => self.err(
+                    here,
+                    Problem::BadChoice {
+                        value: target.clone(),
+                        expected: "the name of a listener with `tls`",
+                    },
+                ),
+                (None, _) if self.unparsed.listeners.contains(target) => {}
+                (None, _) => self.err(
+                    here,
+                    Problem::UnknownListener {
+                        name: target.clone(),
+                        known: raw
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                ),
+            }
+        }
+        listeners
     }
 
     fn listener(
@@ -30,34 +76,49 @@ impl Validator<'_> {
         path: &KeyPath,
         bound: &mut HashMap<SocketAddr, String>,
     ) -> Listener {
-        let front_door = "issue 4, front door";
-        if raw.proxy_protocol == Some(true) {
-            self.not_yet(path.key("proxy_protocol"), "the PROXY protocol", front_door);
-        }
-        if raw.trusted_proxies.as_ref().is_some_and(|t| !t.is_empty()) {
-            self.not_yet(path.key("trusted_proxies"), "trusted proxies", front_door);
-        }
-        match raw.forwarded_for.as_deref() {
-            None | Some("ip") => {}
-            Some("ip_port") => self.not_yet(
-                path.key("forwarded_for"),
-                "`forwarded_for: ip_port`",
-                front_door,
-            ),
-            Some(other) => self.err(
-                path.key("forwarded_for"),
-                Problem::BadChoice {
-                    value: other.to_owned(),
-                    expected: "ip or ip_port",
-                },
-            ),
-        }
-        if raw.error_pages.as_ref().is_some_and(|p| !p.is_empty()) {
-            self.not_yet(path.key("error_pages"), "custom error pages", front_door);
-        }
-        if raw.redirect_to_https.is_some() {
-            self.not_yet(path.key("redirect_to_https"), "HTTPS redirects", front_door);
-        }
+        let forwarded_for = match raw.forwarded_for.as_deref() {
+            None | Some("ip") => ForwardedFor::Ip,
+            Some("ip_port") => ForwardedFor::IpPort,
+            Some(other) => {
+                self.err(
+                    path.key("forwarded_for"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "ip or ip_port",
+                    },
+                );
+                ForwardedFor::Ip
+            }
+        };
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let parsed = Cidr::parse(c);
+                if parsed.is_none() {
+                    self.err(
+                        path.key("trusted_proxies").index(i),
+                        Problem::BadChoice {
+                            value: c.clone(),
+                            expected: "an address or CIDR range, e.g. 10.0.0.0/8 or 2001:db8::/32",
+                        },
+                    );
+                }
+                parsed
+            })
+            .collect();
+        let error_pages = raw
+            .error_pages
+            .iter()
+            .flatten()
+            .filter_map(|(code, file)| {
+                let here = path.key("error_pages").key(&code.to_string());
+                self.error_page(*code, file, &here)
+                    .map(|page| (*code, page))
+            })
+            .collect();
         let binds = self.binds(&raw.bind.0, &raw.name, &path.key("bind"), bound);
         let tls = raw
             .tls
@@ -67,7 +128,50 @@ impl Validator<'_> {
             name: raw.name.clone(),
             binds,
             tls,
+            redirect_to_https: None,
+            error_pages,
+            proxy_protocol: raw.proxy_protocol.unwrap_or(false),
+            trusted_proxies,
+            forwarded_for,
         }
+    }
+
+    fn error_page(&mut self, code: u16, file: &str, path: &KeyPath) -> Option<ErrorPage> {
+        if !ERROR_PAGE_CODES.contains(&code) {
+            self.err(
+                path.clone(),
+                Problem::BadChoice {
+                    value: code.to_string(),
+                    expected: "a status the gateway generates: 400, 404, 500, 502, 503 or 504",
+                },
+            );
+            return None;
+        }
+        let (full, bytes) = self.read(path, file)?;
+        if bytes.len() > MAX_ERROR_PAGE {
+            self.err(
+                path.clone(),
+                Problem::BadFile {
+                    path: full,
+                    reason: format!("{} bytes; error pages are limited to 1 MiB", bytes.len()),
+                },
+            );
+            return None;
+        }
+        let extension = full
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let content_type = match extension.as_deref() {
+            Some("html" | "htm") => "text/html; charset=utf-8",
+            Some("json") => "application/json",
+            Some("xml") => "application/xml",
+            _ => "text/plain; charset=utf-8",
+        };
+        Some(ErrorPage {
+            body: bytes.into(),
+            content_type,
+        })
     }
 
     fn binds(
