@@ -130,6 +130,36 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             &["lax or strict when `secure: false`"],
         ),
         (
+            format!("{LISTENER}      ciphers: NOT-A-CIPHER\n{POOL}{ROUTE}"),
+            ":8:16: listeners[0].tls.ciphers",
+            &["invalid cipher string", "OpenSSL cipher list"],
+        ),
+        (
+            format!("{LISTENER}  - name: http\n    bind: 127.0.0.1:8080\n    redirect_to_https: http\n{POOL}{ROUTE}"),
+            ":10:24: listeners[1].redirect_to_https",
+            &["a listener with `tls`"],
+        ),
+        (
+            format!("{LISTENER}    error_pages: {{418: good.pem}}\n{POOL}{ROUTE}"),
+            ":8:24: listeners[0].error_pages.418",
+            &["400, 404, 500, 502, 503 or 504"],
+        ),
+        (
+            format!("{LISTENER}    trusted_proxies: [10.0.0.0/40]\n{POOL}{ROUTE}"),
+            ":8:23: listeners[0].trusted_proxies[0]",
+            &["CIDR range"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}    redirect: {{to: /x}}\n"),
+            ":17:15: routes[0].redirect",
+            &["either `pool` or `redirect`"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}    request_headers: {{set: {{Host: x}}}}\n"),
+            ":17:35: routes[0].request_headers.set.Host",
+            &["cannot be rewritten", "host_header"],
+        ),
+        (
             format!("{LISTENER}{POOL}    redirect_to: x\n{ROUTE}"),
             ":14:5: pools[0]",
             &["unknown field `redirect_to`"],

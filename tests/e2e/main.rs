@@ -10,6 +10,7 @@ mod config_errors;
 mod demo;
 mod failures;
 mod front_door;
+mod front_door_http;
 mod headers;
 mod pin_command;
 mod pinning;

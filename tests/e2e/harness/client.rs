@@ -78,6 +78,11 @@ impl Conn {
         }
     }
 
+    /// Sends raw bytes without reading anything.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
     /// Sends raw bytes and reads one response.
     pub fn send(&mut self, raw: &str) -> Response {
         self.stream.write_all(raw.as_bytes()).unwrap();
