@@ -549,3 +549,18 @@ fn status_for(e: &Error) -> u16 {
         (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_redirects_keep_host_and_target_and_drop_port_443() {
+        assert_eq!(
+            https_location("WWW.Example.com:80", 443, "/a?b"),
+            "https://www.example.com/a?b"
+        );
+        assert_eq!(https_location("h:8080", 8443, "/"), "https://h:8443/");
+        assert_eq!(https_location("[::1]:80", 443, "/x"), "https://[::1]/x");
+    }
+}

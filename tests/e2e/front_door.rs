@@ -122,6 +122,25 @@ fn listener_with(env: &Env, tls_extra: &str) -> String {
     )
 }
 
+/// A server that accepts TLS 1.1, to show the test client really offers it.
+fn tls11_server() -> u16 {
+    let id = Identity::self_signed(&["old.example"]);
+    let mut b = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    b.set_private_key(&id.key).unwrap();
+    b.set_certificate(&id.cert).unwrap();
+    b.set_cipher_list("DEFAULT:@SECLEVEL=0").unwrap();
+    b.set_min_proto_version(Some(SslVersion::TLS1_1)).unwrap();
+    let acceptor = b.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Some(Ok(tcp)) = listener.incoming().next() {
+            let _ = acceptor.accept(tcp);
+        }
+    });
+    port
+}
+
 #[test]
 fn tls_versions_below_the_minimum_are_refused() {
     let backend = Backend::plain("b");
