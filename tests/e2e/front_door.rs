@@ -129,6 +129,7 @@ fn tls11_server() -> u16 {
     b.set_private_key(&id.key).unwrap();
     b.set_certificate(&id.cert).unwrap();
     b.set_cipher_list("DEFAULT:@SECLEVEL=0").unwrap();
+    b.clear_options(openssl::ssl::SslOptions::NO_TLSV1_1);
     b.set_min_proto_version(Some(SslVersion::TLS1_1)).unwrap();
     let acceptor = b.build();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -152,6 +153,14 @@ fn tls_versions_below_the_minimum_are_refused() {
         max: Some(SslVersion::TLS1_1),
         ..Hello::default()
     };
+    assert_eq!(
+        handshake(tls11_server(), tls11)
+            .unwrap()
+            .ssl()
+            .version_str(),
+        "TLSv1.1",
+        "control: this client does speak TLS 1.1"
+    );
     assert!(
         handshake(gw.port(), tls11).is_err(),
         "TLS 1.1 must be refused by default"
