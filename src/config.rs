@@ -43,6 +43,28 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Routes in file order.
     pub routes: RouteTable,
+    /// The admin listener's address, when configured.
+    pub admin: Option<SocketAddr>,
+    /// The access log, when configured.
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// Where and how requests are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// `None` for standard output.
+    pub file: Option<PathBuf>,
+    /// Line format.
+    pub format: AccessLogFormat,
+}
+
+/// An access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// The Apache/nginx combined format, followed by pinion's own fields.
+    Combined,
 }
 
 /// `server:` settings with their defaults applied.

@@ -8,10 +8,13 @@
 //! backends.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod routing;

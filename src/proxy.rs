@@ -5,8 +5,10 @@ mod affinity;
 mod headers;
 mod respond;
 
+use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ErrorPage, HostHeader, Listener};
 use crate::listener::BindIndex;
+use crate::metrics::{Metrics, TlsFailure};
 use crate::pool::{Pool, SelectKey};
 use crate::routing::{host_of, Decision, Route, RouteTable, Target};
 use crate::upstream::{self, PinError};
@@ -18,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 /// Errors raised by pinion itself while proxying a request.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,8 @@ impl ProxyError {
 
 /// Everything a request needs, built once from a validated configuration.
 pub struct Gateway {
+    metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
     listeners: Vec<Listener>,
     binds: BindIndex,
     routes: RouteTable,
@@ -77,9 +82,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Prepares routes, pools and peers.
-    pub fn new(config: &Config) -> Gateway {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Gateway {
         let hook = upstream::handshake_hook();
         Gateway {
+            metrics,
+            access_log,
             listeners: config.listeners.clone(),
             binds: BindIndex::new(&config.listeners),
             routes: config.routes.clone(),
@@ -87,9 +94,16 @@ impl Gateway {
         }
     }
 
-    /// The pools, shared with the health prober.
+    /// The pools, shared with the health prober and the admin listener.
     pub fn pools(&self) -> Arc<Vec<Pool>> {
         self.pools.clone()
+    }
+
+    /// Writes out queued access log lines (at shutdown).
+    pub fn flush_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush(std::time::Duration::from_secs(5));
+        }
     }
 }
 
@@ -135,6 +149,12 @@ pub struct Ctx {
     trusted: bool,
     /// The client: the peer, or from a trusted proxy the first untrusted X-Forwarded-For entry.
     client: Option<IpAddr>,
+    /// When the request started.
+    start: Option<(Instant, SystemTime)>,
+    /// When the current server was chosen.
+    upstream_start: Option<Instant>,
+    /// TLS version of the backend connection.
+    upstream_tls: Option<String>,
 }
 
 #[async_trait]
@@ -142,7 +162,10 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            start: Some((Instant::now(), SystemTime::now())),
+            ..Ctx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -228,6 +251,7 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| ProxyError::NoPool.into_pingora())?;
         ctx.server = Some(choice.index);
         ctx.tried.push(choice.index);
+        ctx.upstream_start = Some(Instant::now());
         ctx.in_flight = Some(InFlight::new(
             self.gw.pools.clone(),
             pool_index(ctx),
@@ -245,7 +269,7 @@ impl ProxyHttp for Proxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
@@ -256,10 +280,23 @@ impl ProxyHttp for Proxy {
         let Some(pool) = ctx.pool.and_then(|p| self.gw.pools.get(p)) else {
             return Err(ProxyError::NoPool.into_pingora());
         };
+        let (p, s) = (pool_index(ctx), ctx.server.unwrap_or_default());
+        self.gw.metrics.connection(p, s, reused);
         let Some(tls) = &pool.tls else { return Ok(()) };
+        ctx.upstream_tls = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|d| d.version.to_string());
+        if !reused {
+            if let (Some(seen), Some(server)) = (upstream::presented(digest), pool.servers.get(s)) {
+                server.health.presented(seen);
+            }
+        }
         let Err(reason) = upstream::check(tls, digest) else {
             return Ok(());
         };
+        self.gw
+            .metrics
+            .tls_failure(p, s, TlsFailure::NotWhitelisted);
         let server = ctx
             .server
             .and_then(|s| pool.servers.get(s))
@@ -322,6 +359,28 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(t) = ctx.upstream_start {
+            self.gw
+                .metrics
+                .upstream_latency(pool_index(ctx), t.elapsed());
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.gw.metrics.request(ctx.listener, ctx.route, status);
+        if let Some(log) = &self.gw.access_log {
+            self.log_request(log, session, ctx, status);
+        }
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -344,6 +403,16 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let failure = match e.etype() {
+            ErrorType::InvalidCert => Some(TlsFailure::CertificateInvalid),
+            ErrorType::TLSHandshakeFailure => Some(TlsFailure::HandshakeFailed),
+            _ => None,
+        };
+        if let Some(f) = failure {
+            self.gw
+                .metrics
+                .tls_failure(pool_index(ctx), ctx.server.unwrap_or_default(), f);
+        }
         // Nothing reached the server: replaying on another one is safe for any method.
         let retry = self.may_retry(ctx);
         if retry {
@@ -423,6 +492,35 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    fn log_request(&self, log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
+        let req = session.req_header();
+        let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
+        let server = pool.zip(ctx.server).and_then(|(p, s)| p.servers.get(s));
+        log.record(&access_log::Entry {
+            time: ctx.start.map(|(_, t)| t),
+            client: ctx.client.map(|c| c.to_string()),
+            listener: self
+                .gw
+                .listeners
+                .get(ctx.listener)
+                .map_or("", |l| l.name.as_str()),
+            route: self.route(ctx).map_or("", |r| r.name.as_str()),
+            pool: pool.map_or("", |p| p.name.as_str()),
+            server: server.map_or("", |s| s.label.as_str()),
+            method: req.method.as_str(),
+            path: req.uri.path_and_query().map_or("", |p| p.as_str()),
+            version: version_str(req.version),
+            status,
+            bytes: session.as_downstream().body_bytes_sent(),
+            duration: ctx.start.map(|(t, _)| t.elapsed()).unwrap_or_default(),
+            upstream_tls: ctx.upstream_tls.as_deref(),
+            request_id: &ctx.request_id,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+        });
+    }
+
     fn is_tls(&self, ctx: &Ctx) -> bool {
         self.gw
             .listeners
@@ -492,6 +590,14 @@ fn https_location(authority: &str, port: u16, target: &str) -> String {
         format!("https://{host}{target}")
     } else {
         format!("https://{host}:{port}{target}")
+    }
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
     }
 }
 

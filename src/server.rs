@@ -1,14 +1,19 @@
-//! Assembles the Pingora server from a validated configuration and runs it.
+//! Assembles the Pingora server from a validated configuration and runs it until a signal.
 
+mod signals;
+
+use crate::access_log::{AccessLog, AccessLogError};
+use crate::admin::{Admin, Drain};
 use crate::config::{Config, ServerSettings};
 use crate::listener::proxy_protocol::{Front, ProxyProtocolGate};
-use crate::listener::BindIndex;
-use crate::listener::{self, ListenerError};
+use crate::listener::{self, BindIndex, ListenerError};
+use crate::metrics::Metrics;
 use crate::pool::Prober;
 use crate::proxy::{Gateway, Proxy};
+use pingora::apps::http_app::HttpServer;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::sync::Arc;
@@ -28,16 +33,28 @@ pub enum StartError {
     /// A listener could not be set up.
     #[error(transparent)]
     Listener(#[from] ListenerError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    /// The PID file could not be written.
+    #[error("cannot write the PID file {path}: {source}")]
+    PidFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Pingora's own settings, from ours. Pingora never reads the YAML file itself.
+///
+/// pinion drains (keeps serving, `/healthz` 503) for `grace_period` before it tells Pingora to
+/// stop; Pingora's own grace period is then the time in-flight requests get to finish.
 pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
     ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
-        grace_period_seconds: Some(s.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout.as_secs()),
+        grace_period_seconds: Some(s.graceful_shutdown_timeout.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
         daemon: daemon || s.daemon,
         error_log: s.error_log.clone(),
         user: s.user.clone(),
@@ -46,18 +63,27 @@ pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
     }
 }
 
-/// Starts the gateway; returns only on a start-up error (Pingora exits the process itself).
+/// Runs the gateway until it is stopped; returns after a graceful shutdown.
 pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     let conf = pingora_conf(&config.server, mode.daemon);
+    let daemon = conf.daemon;
     let opt = Opt {
         upgrade: mode.upgrade,
-        daemon: conf.daemon,
+        daemon,
         ..Opt::default()
     };
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(AccessLog::open)
+        .transpose()?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    let gateway = Arc::new(Gateway::new(config));
+    let metrics = Arc::new(Metrics::new(config));
+    let drain = Arc::new(Drain::default());
+    let gateway = Arc::new(Gateway::new(config, metrics.clone(), access_log));
     let prober = background_service("health probes", Prober::new(gateway.pools()));
-    let mut proxy = HttpProxy::new(Proxy::new(gateway), server.configuration.clone());
+
+    let mut proxy = HttpProxy::new(Proxy::new(gateway.clone()), server.configuration.clone());
     proxy.handle_init_modules();
     let gate = ProxyProtocolGate::new(BindIndex::of(&config.listeners, |l| l.proxy_protocol));
     let expects_headers = !gate.is_empty();
@@ -66,8 +92,28 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
         service.endpoints().set_pre_tls_callback(Arc::new(gate));
     }
     listener::add_all(&mut service, &config.listeners)?;
+
     server.bootstrap();
     server.add_service(prober);
     server.add_service(service);
-    server.run_forever()
+    if let Some(addr) = config.admin {
+        let app = Admin::new(gateway.pools(), metrics, drain.clone());
+        let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    if !daemon {
+        // Pingora writes it only when daemonizing; `pinion reload` needs it either way.
+        let pid = std::process::id().to_string();
+        std::fs::write(&config.server.pid_file, pid).map_err(|source| StartError::PidFile {
+            path: config.server.pid_file.clone(),
+            source,
+        })?;
+    }
+    let signals = signals::Signals::new(drain, config.server.grace_period);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    gateway.flush_access_log();
+    Ok(())
 }

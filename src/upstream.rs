@@ -23,6 +23,8 @@ pub struct PresentedCert {
     pub pin: Pin,
     /// The leaf's `notAfter`, as OpenSSL prints it.
     pub not_after: String,
+    /// The same instant as seconds since the Unix epoch.
+    pub not_after_unix: Option<i64>,
 }
 
 /// Why a connection to a backend is refused after the handshake.
@@ -46,9 +48,17 @@ pub fn handshake_hook() -> HandshakeCompleteHook {
         let presented = PresentedCert {
             pin: Pin(pin),
             not_after: cert.not_after().to_string(),
+            not_after_unix: unix_time(cert.not_after()),
         };
         Some(Arc::new(presented) as Arc<dyn Any + Send + Sync>)
     })
+}
+
+/// An ASN.1 time as seconds since the Unix epoch.
+pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 /// The leaf information recorded for a connection, if any.

@@ -93,13 +93,6 @@ pub enum Problem {
     /// A route without a target.
     #[error("a route needs `pool` (or `redirect`)")]
     NoTarget,
-    /// A key of the SPEC that this version does not implement yet.
-    #[error("{what}: not supported yet (comes with {planned}); {instead}")]
-    NotSupportedYet {
-        what: &'static str,
-        planned: &'static str,
-        instead: &'static str,
-    },
 }
 
 /// One problem at one place in one file.

@@ -5,12 +5,13 @@ mod pool;
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::raw::{RawConfig, RawHeaderRewrite, RawRedirect, RawRoute, RawServer};
-use super::{Config, ServerSettings};
+use super::raw::{RawAccessLog, RawConfig, RawHeaderRewrite, RawRedirect, RawRoute, RawServer};
+use super::{AccessLogConfig, AccessLogFormat, Config, ServerSettings};
 use crate::routing::{
     HeaderRewrite, HostPattern, PathPattern, Redirect, Route, RouteTable, Target,
 };
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -70,22 +71,36 @@ pub(super) fn validate(
         problems: Vec::new(),
     };
     let root = KeyPath::default();
-    if raw.admin.is_some() {
-        v.not_yet(
-            root.key("admin"),
-            "the admin listener",
-            "issue 5, operations",
-        );
-    }
-    if raw.access_log.is_some() {
-        v.not_yet(
-            root.key("access_log"),
-            "the access log",
-            "issue 5, operations",
-        );
-    }
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let parsed = a.bind.trim().parse::<SocketAddr>().ok();
+        if parsed.is_none() {
+            v.err(
+                root.key("admin").key("bind"),
+                Problem::BadBind(a.bind.clone()),
+            );
+        }
+        parsed
+    });
+    let access_log = raw
+        .access_log
+        .as_ref()
+        .map(|a| v.access_log(a, &root.key("access_log")));
     let server = v.server(raw.server.unwrap_or_default(), &root.key("server"));
     let listeners = v.listeners(&raw.listeners, &root.key("listeners"));
+    if let Some(a) = admin {
+        let clash = listeners.iter().find(|l| {
+            l.binds.iter().any(|b| {
+                b.port() == a.port()
+                    && (b.ip() == a.ip() || b.ip().is_unspecified() || a.ip().is_unspecified())
+            })
+        });
+        if let Some(l) = clash {
+            v.err(
+                root.key("admin").key("bind"),
+                Problem::BindTaken(a.to_string(), l.name.clone()),
+            );
+        }
+    }
     let pools = v.pools(&raw.pools, &root.key("pools"));
     let listener_names: Vec<&str> = raw.listeners.iter().map(|l| l.name.as_str()).collect();
     let pool_names: Vec<&str> = raw.pools.iter().map(|p| p.name.as_str()).collect();
@@ -104,6 +119,8 @@ pub(super) fn validate(
         routes: RouteTable::new(routes, listeners.len()),
         listeners,
         pools,
+        admin,
+        access_log,
     })
 }
 
@@ -118,15 +135,41 @@ impl Validator<'_> {
         self.problems.push((path, problem));
     }
 
-    fn not_yet(&mut self, path: KeyPath, what: &'static str, planned: &'static str) {
-        self.err(
-            path,
-            Problem::NotSupportedYet {
-                what,
-                planned,
-                instead: "remove this key",
-            },
-        );
+    fn access_log(&mut self, raw: &RawAccessLog, path: &KeyPath) -> AccessLogConfig {
+        let format = match raw.format.as_deref() {
+            None | Some("json") => AccessLogFormat::Json,
+            Some("combined") => AccessLogFormat::Combined,
+            Some(other) => {
+                self.err(
+                    path.key("format"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "json or combined",
+                    },
+                );
+                AccessLogFormat::Json
+            }
+        };
+        let file = match raw.path.as_deref() {
+            None | Some("stdout") => None,
+            Some(p) => {
+                let full = self.resolve(p);
+                let dir_ok = full
+                    .parent()
+                    .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
+                if !dir_ok {
+                    self.err(
+                        path.key("path"),
+                        Problem::BadFile {
+                            path: full.clone(),
+                            reason: "its directory does not exist".into(),
+                        },
+                    );
+                }
+                Some(full)
+            }
+        };
+        AccessLogConfig { file, format }
     }
 
     /// A path from the file, resolved against the file's directory.

@@ -18,6 +18,7 @@ struct State {
     reason: Option<String>,
     pin: Option<String>,
     not_after: Option<String>,
+    not_after_unix: Option<i64>,
 }
 
 /// A snapshot for logs and status pages.
@@ -31,6 +32,8 @@ pub struct HealthReport {
     pub pin: Option<String>,
     /// That certificate's expiry.
     pub not_after: Option<String>,
+    /// The same, as seconds since the Unix epoch.
+    pub not_after_unix: Option<i64>,
 }
 
 /// A change of rotation state.
@@ -57,11 +60,12 @@ impl Health {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Records the certificate a probe saw.
-    pub fn presented(&self, pin: String, not_after: String) {
+    /// Records the certificate the server presented (to a probe or a request).
+    pub fn presented(&self, cert: &crate::upstream::PresentedCert) {
         let mut s = self.lock();
-        s.pin = Some(pin);
-        s.not_after = Some(not_after);
+        s.pin = Some(cert.pin.to_string());
+        s.not_after = Some(cert.not_after.clone());
+        s.not_after_unix = cert.not_after_unix;
     }
 
     /// Records a probe result; returns the transition it caused, if any.
@@ -107,6 +111,7 @@ impl Health {
             reason: s.reason.clone(),
             pin: s.pin.clone(),
             not_after: s.not_after.clone(),
+            not_after_unix: s.not_after_unix,
         }
     }
 

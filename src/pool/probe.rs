@@ -105,9 +105,7 @@ async fn probe_once(
         .map_err(|e| format!("{}{}", e.etype().as_str(), detail(&e)))?;
     if let Some(tls) = &pool.tls {
         if let Some(seen) = upstream::presented(session.digest()) {
-            server
-                .health
-                .presented(seen.pin.to_string(), seen.not_after.clone());
+            server.health.presented(seen);
         }
         match upstream::check(tls, session.digest()) {
             Ok(()) => {}

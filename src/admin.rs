@@ -1,0 +1,138 @@
+//! The admin listener: `/healthz` for the load balancer in front, `/metrics` for Prometheus,
+//! `/status` for people. Bind it to loopback or a management network only.
+
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Whether this instance is draining (a shutdown or upgrade hand-over has begun).
+#[derive(Debug, Default)]
+pub struct Drain(AtomicBool);
+
+impl Drain {
+    /// Marks the instance as draining; `/healthz` answers 503 from now on.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether draining has begun.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The admin HTTP application.
+pub struct Admin {
+    pools: Arc<Vec<Pool>>,
+    metrics: Arc<Metrics>,
+    drain: Arc<Drain>,
+}
+
+impl Admin {
+    /// An admin application over the gateway's state.
+    pub fn new(pools: Arc<Vec<Pool>>, metrics: Arc<Metrics>, drain: Arc<Drain>) -> Admin {
+        Admin {
+            pools,
+            metrics,
+            drain,
+        }
+    }
+
+    fn status_json(&self, now: i64) -> serde_json::Value {
+        let pools: Vec<serde_json::Value> = self
+            .pools
+            .iter()
+            .map(|p| {
+                let servers: Vec<serde_json::Value> = p
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        let r = s.health.report();
+                        serde_json::json!({
+                            "server": s.label,
+                            "healthy": r.healthy,
+                            "reason": r.reason,
+                            "presented_pin": r.pin,
+                            "certificate_expires": r.not_after,
+                            "certificate_expiry_days": r.not_after_unix.map(|t| ((t - now) as f64 / 86_400.0 * 1000.0).round() / 1000.0),
+                            "in_flight": s.in_flight.load(Ordering::Relaxed),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": p.name,
+                    "tls": p.tls.is_some(),
+                    "healthy_servers": p.servers.iter().filter(|s| s.health.is_healthy()).count(),
+                    "servers": servers,
+                })
+            })
+            .collect();
+        serde_json::json!({ "draining": self.drain.is_draining(), "pools": pools })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = r.body().len();
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"GET only\n".to_vec(),
+            );
+        }
+        match req.uri.path() {
+            "/healthz" if self.drain.is_draining() => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"draining\n".to_vec(),
+            ),
+            "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/metrics" => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(&self.pools, unix_now()).into_bytes(),
+            ),
+            "/status" => {
+                let mut body =
+                    serde_json::to_vec_pretty(&self.status_json(unix_now())).unwrap_or_default();
+                body.push(b'\n');
+                reply(StatusCode::OK, "application/json", body)
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: try /healthz, /metrics or /status\n".to_vec(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Counters for `/metrics`, in the Prometheus text format. Every series is a fixed slot
+//! allocated from the configuration, so recording is an atomic add: no lock, no map lookup.
+
+use crate::config::Config;
+use crate::pool::Pool;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the upstream latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Why a backend failed the trust checks, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The leaf's key is not on the whitelist.
+    NotWhitelisted,
+    /// The chain, name or validity did not verify.
+    CertificateInvalid,
+    /// The handshake failed otherwise.
+    HandshakeFailed,
+}
+
+impl TlsFailure {
+    const ALL: [TlsFailure; 3] = [
+        TlsFailure::NotWhitelisted,
+        TlsFailure::CertificateInvalid,
+        TlsFailure::HandshakeFailed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TlsFailure::NotWhitelisted => "not_whitelisted",
+            TlsFailure::CertificateInvalid => "certificate_invalid",
+            TlsFailure::HandshakeFailed => "handshake_failed",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+#[derive(Default)]
+struct ServerCounters {
+    opened: AtomicU64,
+    reused: AtomicU64,
+    tls_failures: [AtomicU64; 3],
+}
+
+/// All of pinion's metrics.
+pub struct Metrics {
+    listeners: Vec<String>,
+    /// Route name and its pool's name ("" for redirects and unmatched requests).
+    routes: Vec<(String, String)>,
+    /// [listener][route or "no route"][status class 1xx..5xx]
+    requests: Vec<AtomicU64>,
+    latency: Vec<Histogram>,
+    servers: Vec<Vec<ServerCounters>>,
+}
+
+impl Metrics {
+    /// Slots for every listener, route, pool and server of the configuration.
+    pub fn new(config: &Config) -> Metrics {
+        let routes: Vec<(String, String)> = config
+            .routes
+            .routes()
+            .iter()
+            .map(|r| {
+                let pool = match &r.target {
+                    crate::routing::Target::Pool(p) => config
+                        .pools
+                        .get(*p)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default(),
+                    crate::routing::Target::Redirect(_) => String::new(),
+                };
+                (r.name.clone(), pool)
+            })
+            .collect();
+        let slots = config.listeners.len() * (routes.len() + 1) * 5;
+        Metrics {
+            listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
+            requests: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            latency: config.pools.iter().map(|_| Histogram::default()).collect(),
+            servers: config
+                .pools
+                .iter()
+                .map(|p| {
+                    p.servers
+                        .iter()
+                        .map(|_| ServerCounters::default())
+                        .collect()
+                })
+                .collect(),
+            routes,
+        }
+    }
+
+    fn request_slot(
+        &self,
+        listener: usize,
+        route: Option<usize>,
+        status: u16,
+    ) -> Option<&AtomicU64> {
+        let class = usize::from(status / 100)
+            .checked_sub(1)
+            .filter(|c| *c < 5)?;
+        let route = route.unwrap_or(self.routes.len());
+        let index = (listener * (self.routes.len() + 1) + route) * 5 + class;
+        self.requests.get(index)
+    }
+
+    /// Counts a finished request.
+    pub fn request(&self, listener: usize, route: Option<usize>, status: u16) {
+        if let Some(slot) = self.request_slot(listener, route, status) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the time from picking a server to its response headers.
+    pub fn upstream_latency(&self, pool: usize, elapsed: Duration) {
+        let Some(h) = self.latency.get(pool) else {
+            return;
+        };
+        let secs = elapsed.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        h.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn server(&self, pool: usize, server: usize) -> Option<&ServerCounters> {
+        self.servers.get(pool)?.get(server)
+    }
+
+    /// Counts a backend connection, new or taken from the pool.
+    pub fn connection(&self, pool: usize, server: usize, reused: bool) {
+        if let Some(s) = self.server(pool, server) {
+            let counter = if reused { &s.reused } else { &s.opened };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failed trust check.
+    pub fn tls_failure(&self, pool: usize, server: usize, reason: TlsFailure) {
+        let i = TlsFailure::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        if let Some(c) = self
+            .server(pool, server)
+            .and_then(|s| s.tls_failures.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric, with health and certificate expiry
+    /// read from the pools at call time.
+    pub fn render(&self, pools: &[Pool], now_unix: i64) -> String {
+        let mut out = String::with_capacity(4096);
+        self.render_requests(&mut out);
+        self.render_latency(&mut out, pools);
+        self.render_servers(&mut out, pools, now_unix);
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        header(
+            out,
+            "pinion_requests_total",
+            "counter",
+            "Requests answered, by listener, route, pool and status class.",
+        );
+        for (l, listener) in self.listeners.iter().enumerate() {
+            for r in 0..=self.routes.len() {
+                let (route, pool) = self
+                    .routes
+                    .get(r)
+                    .map_or(("", ""), |(n, p)| (n.as_str(), p.as_str()));
+                for class in 1..=5u16 {
+                    let route_index = (r < self.routes.len()).then_some(r);
+                    let value = self
+                        .request_slot(l, route_index, class * 100)
+                        .map_or(0, |s| s.load(Ordering::Relaxed));
+                    if value > 0 {
+                        let _ = writeln!(
+                            out,
+                            "pinion_requests_total{{listener=\"{}\",route=\"{}\",pool=\"{}\",status_class=\"{class}xx\"}} {value}",
+                            esc(listener),
+                            esc(route),
+                            esc(pool)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn render_latency(&self, out: &mut String, pools: &[Pool]) {
+        header(
+            out,
+            "pinion_upstream_latency_seconds",
+            "histogram",
+            "Time from choosing a server to its response headers.",
+        );
+        for (h, pool) in self.latency.iter().zip(pools) {
+            let p = esc(&pool.name);
+            for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "pinion_upstream_latency_seconds_bucket{{pool=\"{p}\",le=\"{bound}\"}} {}",
+                    bucket.load(Ordering::Relaxed)
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "pinion_upstream_latency_seconds_bucket{{pool=\"{p}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "pinion_upstream_latency_seconds_sum{{pool=\"{p}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "pinion_upstream_latency_seconds_count{{pool=\"{p}\"}} {count}"
+            );
+        }
+    }
+
+    fn render_servers(&self, out: &mut String, pools: &[Pool], now_unix: i64) {
+        let each =
+            |out: &mut String,
+             f: &dyn Fn(&mut String, &str, &crate::pool::Server, &ServerCounters)| {
+                for (pool, counters) in pools.iter().zip(&self.servers) {
+                    for (server, c) in pool.servers.iter().zip(counters) {
+                        let labels = format!(
+                            "pool=\"{}\",server=\"{}\"",
+                            esc(&pool.name),
+                            esc(&server.label)
+                        );
+                        f(out, &labels, server, c);
+                    }
+                }
+            };
+        header(
+            out,
+            "pinion_backend_connections_total",
+            "counter",
+            "Backend connections used by requests: newly opened or reused from the pool.",
+        );
+        each(out, &|out, labels, _, c| {
+            let _ = writeln!(
+                out,
+                "pinion_backend_connections_total{{{labels},kind=\"opened\"}} {}",
+                c.opened.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "pinion_backend_connections_total{{{labels},kind=\"reused\"}} {}",
+                c.reused.load(Ordering::Relaxed)
+            );
+        });
+        header(
+            out,
+            "pinion_tls_check_failures_total",
+            "counter",
+            "Backends refused by the trust checks, by reason.",
+        );
+        each(out, &|out, labels, _, c| {
+            for (reason, n) in TlsFailure::ALL.iter().zip(&c.tls_failures) {
+                let _ = writeln!(
+                    out,
+                    "pinion_tls_check_failures_total{{{labels},reason=\"{}\"}} {}",
+                    reason.label(),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        });
+        header(
+            out,
+            "pinion_server_healthy",
+            "gauge",
+            "1 while a server is in rotation, else 0.",
+        );
+        each(out, &|out, labels, s, _| {
+            let _ = writeln!(
+                out,
+                "pinion_server_healthy{{{labels}}} {}",
+                u8::from(s.health.is_healthy())
+            );
+        });
+        header(
+            out,
+            "pinion_backend_certificate_expiry_days",
+            "gauge",
+            "Days until the certificate a server last presented expires.",
+        );
+        each(out, &|out, labels, s, _| {
+            if let Some(expiry) = s.health.report().not_after_unix {
+                let days = (expiry - now_unix) as f64 / 86_400.0;
+                let _ = writeln!(
+                    out,
+                    "pinion_backend_certificate_expiry_days{{{labels}}} {days:.3}"
+                );
+            }
+        });
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
