@@ -1,6 +1,7 @@
 //! The command line (SPEC "Command line"); exit codes 0 ok, 1 invalid or failed, 2 usage.
 
 pub mod pin;
+pub mod reload;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,4 +35,7 @@ pub enum Command {
     /// A self-contained demo on loopback: generated certificates, a whitelisted and a
     /// non-whitelisted backend; prints what to curl.
     Demo(crate::demo::DemoArgs),
+    /// Validate the configuration, then hand the running instance's sockets to a new process
+    /// on it; refuses, changing nothing, if the file is invalid.
+    Reload,
 }

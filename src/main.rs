@@ -20,7 +20,43 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Some(Command::Reload) => reload(&cli),
         None => gateway(&cli),
+    }
+}
+
+fn load(cli: &Cli) -> Result<(PathBuf, pinion::config::Config), ExitCode> {
+    let file = cli
+        .conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
+    match pinion::config::load(&file) {
+        Ok(c) => Ok((file, c)),
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: configuration invalid", file.display());
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn reload(cli: &Cli) -> ExitCode {
+    let (file, config) = match load(cli) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match pinion::cli::reload::run(&file, &config) {
+        Ok((old, new)) => {
+            println!(
+                "reloaded {}: pid {old} handed over to pid {new}",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pinion reload: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

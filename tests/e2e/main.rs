@@ -12,6 +12,7 @@ mod failures;
 mod front_door;
 mod front_door_http;
 mod headers;
+mod operations;
 mod pin_command;
 mod pinning;
 mod pools;

@@ -70,6 +70,35 @@ impl Conn {
         }
     }
 
+    /// A TLS connection, or the error that prevented it.
+    pub fn try_tls(port: u16) -> Result<Conn, String> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        let s = b
+            .build()
+            .connect("localhost", tcp)
+            .map_err(|e| e.to_string())?;
+        Ok(Conn {
+            stream: Box::new(s),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends a request and reads the response; `Err` when the connection closes before any
+    /// response byte (a keep-alive connection the server closed).
+    pub fn try_send(&mut self, raw: &str) -> Result<Response, String> {
+        self.stream
+            .write_all(raw.as_bytes())
+            .map_err(|e| e.to_string())?;
+        if self.buf.is_empty() && !self.fill() {
+            return Err("closed before a response".into());
+        }
+        Ok(self.read_response())
+    }
+
     /// A plain TCP connection.
     pub fn plain(port: u16) -> Conn {
         Conn {

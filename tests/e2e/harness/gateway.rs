@@ -87,13 +87,22 @@ impl Env {
 
     /// Writes the config file and returns its path.
     pub fn write_config(&self, yaml: &str) -> PathBuf {
-        let d = self.dir.path().display();
         let file = self.dir.path().join("pinion.yaml");
-        let server = format!(
-            "server:\n  threads: 2\n  pid_file: {d}/pinion.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n"
-        );
+        let server = if yaml.starts_with("server:") {
+            String::new()
+        } else {
+            self.server_section(0)
+        };
         std::fs::write(&file, format!("{server}{yaml}")).unwrap();
         file
+    }
+
+    /// A `server:` section private to this test, draining for `grace` seconds.
+    pub fn server_section(&self, grace: u64) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "server:\n  threads: 2\n  pid_file: {d}/pinion.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace}\n  graceful_shutdown_timeout_seconds: 1\n"
+        )
     }
 }
 
@@ -107,6 +116,19 @@ pub struct Gateway {
 impl Gateway {
     pub fn port(&self) -> u16 {
         self.env.port
+    }
+
+    /// The process id of the pinion started by this test.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        wait_for("pinion to exit", deadline, || {
+            self.child.try_wait().ok().flatten()
+        })
+        .code()
     }
 
     /// Everything pinion logged so far.

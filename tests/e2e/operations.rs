@@ -1,0 +1,450 @@
+//! Operations: admin endpoints, metrics, access log, draining and graceful reload.
+
+use crate::harness::{free_port, get, pinion, wait_for, Backend, Conn, Env, Identity};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn admin_get(port: u16, path: &str) -> crate::harness::Response {
+    Conn::plain(port).send(&format!(
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+/// Parses `/metrics` with a Prometheus text-format parser: (name, labels) -> value.
+fn metrics(port: u16) -> HashMap<(String, Vec<(String, String)>), f64> {
+    let r = admin_get(port, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let lines = r.body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            Some(((s.metric, labels), value))
+        })
+        .collect()
+}
+
+fn sample(
+    m: &HashMap<(String, Vec<(String, String)>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    m.get(&(name.to_owned(), want)).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn admin_endpoints_report_health_metrics_and_status() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let good = Backend::https("good", &key);
+    let other = Identity::self_signed(&["api.internal"]);
+    let impostor = Backend::https("impostor", &other);
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let admin = free_port();
+    let pools = format!(
+        "  - name: api\n    servers: [127.0.0.1:{}]\n    probe: false\n    tls:\n      pins: [{{cert: k.pem}}]\n  - name: bad\n    servers: [127.0.0.1:{}]\n    probe: {{interval_seconds: 1, unhealthy_threshold: 1}}\n    tls:\n      pins: [{{cert: k.pem}}]\n",
+        good.port, impostor.port
+    );
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n{pools}routes:\n  - name: bad\n    paths: [\"/bad\"]\n    pool: bad\n  - name: api\n    pool: api\n",
+        env.listeners()
+    );
+    let gw = env.start(&yaml);
+    assert_eq!(
+        (
+            admin_get(admin, "/healthz").status,
+            admin_get(admin, "/healthz").body.as_str()
+        ),
+        (200, "ok\n")
+    );
+    gw.log_line(&["pool bad", "unhealthy"]);
+    let mut conn = Conn::tls(gw.port());
+    for _ in 0..3 {
+        assert_eq!(conn.send("GET /x HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    }
+    assert_eq!(get(gw.port(), "h", "/bad").status, 502);
+
+    let m = metrics(admin);
+    let req = |route: &str, pool: &str, class: &str| {
+        sample(
+            &m,
+            "pinion_requests_total",
+            &[
+                ("listener", "https"),
+                ("route", route),
+                ("pool", pool),
+                ("status_class", class),
+            ],
+        )
+    };
+    assert_eq!(req("api", "api", "2xx"), 3.0);
+    assert_eq!(req("bad", "bad", "5xx"), 1.0);
+    let server = format!("127.0.0.1:{}", good.port);
+    let conn_kind = |kind| {
+        sample(
+            &m,
+            "pinion_backend_connections_total",
+            &[("pool", "api"), ("server", &server), ("kind", kind)],
+        )
+    };
+    assert_eq!((conn_kind("opened"), conn_kind("reused")), (1.0, 2.0));
+    assert_eq!(
+        sample(
+            &m,
+            "pinion_server_healthy",
+            &[("pool", "api"), ("server", &server)]
+        ),
+        1.0
+    );
+    let bad_server = format!("127.0.0.1:{}", impostor.port);
+    assert_eq!(
+        sample(
+            &m,
+            "pinion_server_healthy",
+            &[("pool", "bad"), ("server", &bad_server)]
+        ),
+        0.0
+    );
+    let days = sample(
+        &m,
+        "pinion_backend_certificate_expiry_days",
+        &[("pool", "api"), ("server", &server)],
+    );
+    assert!(
+        (29.0..=30.1).contains(&days),
+        "the test certificates last 30 days: {days}"
+    );
+    let count = m
+        .iter()
+        .find(|((name, labels), _)| {
+            name == "pinion_upstream_latency_seconds_count"
+                && labels.iter().any(|(_, v)| v == "api")
+        })
+        .map(|(_, v)| *v);
+    assert_eq!(count, Some(3.0));
+
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_get(admin, "/status").body).unwrap();
+    let bad = &status["pools"][1]["servers"][0];
+    assert_eq!(bad["healthy"], false);
+    assert!(
+        bad["reason"]
+            .as_str()
+            .unwrap()
+            .contains("certificate public key not whitelisted"),
+        "{bad}"
+    );
+    assert_eq!(bad["presented_pin"], other.pin());
+    assert!(bad["certificate_expires"]
+        .as_str()
+        .unwrap()
+        .ends_with("GMT"));
+    assert_eq!(status["pools"][0]["servers"][0]["presented_pin"], key.pin());
+    assert_eq!(admin_get(admin, "/nope").status, 404);
+}
+
+#[test]
+fn tls_check_failures_are_counted_by_pool_server_and_reason() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let impostor = Backend::https("impostor", &Identity::self_signed(&["api.internal"]));
+    let ca = crate::harness::Ca::new("Root");
+    let foreign = Backend::https(
+        "foreign",
+        &crate::harness::Ca::new("Other").issue(&["api.internal"]),
+    );
+    let env = Env::new();
+    key.write(env.path(), "k");
+    ca.write(env.path(), "root");
+    let admin = free_port();
+    let pools = format!(
+        "  - name: pinned\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      pins: [{{cert: k.pem}}]\n  - name: ca\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      sni: api.internal\n      ca: root.pem\n",
+        impostor.port, foreign.port
+    );
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n{pools}routes:\n  - name: ca\n    paths: [\"/ca\"]\n    pool: ca\n  - name: pinned\n    pool: pinned\n",
+        env.listeners()
+    );
+    let gw = env.start(&yaml);
+    for _ in 0..2 {
+        assert_eq!(get(gw.port(), "h", "/").status, 502);
+        assert_eq!(get(gw.port(), "h", "/ca").status, 502);
+    }
+    let m = metrics(admin);
+    let fails = |pool, port: u16, reason| {
+        sample(
+            &m,
+            "pinion_tls_check_failures_total",
+            &[
+                ("pool", pool),
+                ("server", &format!("127.0.0.1:{port}")),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(fails("pinned", impostor.port, "not_whitelisted"), 2.0);
+    assert_eq!(fails("ca", foreign.port, "certificate_invalid"), 2.0);
+    drop(gw);
+}
+
+#[test]
+fn the_access_log_has_one_line_per_request_with_every_field() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let dead = free_port();
+    let yaml = format!(
+        "access_log:\n  path: access.log\n  format: json\n{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\n  - name: dead\n    probe: false\n    servers: [127.0.0.1:{dead}]\nroutes:\n  - name: old\n    paths: [\"/old\"]\n    redirect: {{to: /new}}\n  - name: dead\n    paths: [\"/dead\"]\n    pool: dead\n  - name: app\n    paths: [\"/app\"]\n    pool: p\n",
+        env.listeners(),
+        backend.port
+    );
+    let log = env.path().join("access.log");
+    let gw = env.start(&yaml);
+    let r = crate::harness::request(
+        gw.port(),
+        "GET /app?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: tester\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get(gw.port(), "h", "/none").status, 404);
+    assert_eq!(get(gw.port(), "h", "/old").status, 302);
+    assert_eq!(get(gw.port(), "h", "/dead").status, 502);
+    let lines: Vec<serde_json::Value> =
+        wait_for("four access log lines", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            (lines.len() >= 4).then_some(lines)
+        });
+    let app = &lines[0];
+    for key in [
+        "time",
+        "client",
+        "listener",
+        "route",
+        "pool",
+        "server",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "upstream_tls",
+        "request_id",
+    ] {
+        assert!(app.get(key).is_some(), "missing {key} in {app}");
+    }
+    assert_eq!(app["path"], "/app?x=1");
+    assert_eq!(app["status"], 200);
+    assert_eq!(app["bytes"], r.body.len());
+    assert_eq!(app["client"], "127.0.0.1");
+    assert_eq!(app["route"], "app");
+    assert_eq!(app["server"], format!("127.0.0.1:{}", backend.port));
+    assert_eq!(app["user_agent"], "tester");
+    assert_eq!(
+        app["request_id"],
+        backend.requests()[0].header("x-request-id").unwrap()
+    );
+    let statuses: Vec<u64> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 404, 302, 502]);
+    assert_eq!(lines[3]["pool"], "dead");
+}
+
+#[test]
+fn sigterm_drains_healthz_503_while_serving_then_exits_zero() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let admin = free_port();
+    let yaml = format!(
+        "{}admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.server_section(3),
+        env.listeners(),
+        backend.port
+    );
+    let mut gw = env.start(&yaml);
+    assert_eq!(admin_get(admin, "/healthz").status, 200);
+    kill(Pid::from_raw(gw.pid()), Signal::SIGTERM).unwrap();
+    wait_for("healthz 503", Duration::from_secs(5), || {
+        (admin_get(admin, "/healthz").status == 503).then_some(())
+    });
+    for _ in 0..5 {
+        assert_eq!(
+            get(gw.port(), "h", "/").status,
+            200,
+            "requests are served while draining"
+        );
+    }
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn reload_with_a_broken_file_changes_nothing() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let yaml = format!(
+        "{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port
+    );
+    let gw = env.start(&yaml);
+    let broken = gw.env.path().join("broken.yaml");
+    std::fs::write(&broken, yaml.replace("pool: p", "pool: nope")).unwrap();
+    let out = pinion()
+        .args(["reload", "-c"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pool \"nope\""));
+    assert_eq!(get(gw.port(), "h", "/").status, 200);
+    assert_eq!(
+        kill(Pid::from_raw(gw.pid()), None),
+        Ok(()),
+        "the running gateway is untouched"
+    );
+}
+
+#[test]
+fn reload_under_load_changes_routing_without_a_failed_request() {
+    let (old_backend, new_backend) = (Backend::plain("old"), Backend::plain("new"));
+    let env = Env::new();
+    let server = env.server_section(2);
+    let config = |port: u16| {
+        format!(
+            "{server}{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{port}]\nroutes:\n  - name: all\n    pool: p\n",
+            env.listeners()
+        )
+    };
+    let first = config(old_backend.port);
+    let second = config(new_backend.port);
+    let mut gw = env.start(&first);
+    let port = gw.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            let reconnects = reconnects.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn::tls(port);
+                while !stop.load(Ordering::SeqCst) {
+                    // A keep-alive connection the old process closes while idle is retried on a
+                    // new connection, as HTTP clients do for idempotent requests.
+                    match conn.try_send("GET / HTTP/1.1\r\nHost: h\r\n\r\n") {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            if r.header("connection") == Some("close") {
+                                conn = Conn::tls(port);
+                            }
+                        }
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status)),
+                        Err(_) => match Conn::try_tls(port) {
+                            Ok(c) => {
+                                reconnects.fetch_add(1, Ordering::SeqCst);
+                                conn = c;
+                            }
+                            Err(e) => failures.lock().unwrap().push(format!("refused: {e}")),
+                        },
+                    }
+                    if failures.lock().unwrap().len() > 20 {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for(
+        "load through the old process",
+        Duration::from_secs(10),
+        || (old_backend.requests().len() > 200).then_some(()),
+    );
+    let new_file = gw.env.path().join("pinion.yaml");
+    std::fs::write(&new_file, &second).unwrap();
+    // The new process inherits reload's output (the journal, under systemd): a file here, so
+    // that waiting for reload does not wait for the new gateway to close a pipe.
+    let reload_log = gw.env.path().join("reload.log");
+    let out = std::fs::File::create(&reload_log).unwrap();
+    let status = pinion()
+        .args(["reload", "-c"])
+        .arg(&new_file)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    let reload_output = || std::fs::read_to_string(&reload_log).unwrap_or_default();
+    assert!(status.success(), "{}\n{}", reload_output(), gw.logs());
+    wait_for(
+        "load through the new process",
+        Duration::from_secs(15),
+        || (new_backend.requests().len() > 200).then_some(()),
+    );
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "the old process leaves after its grace period"
+    );
+    let before = new_backend.requests().len();
+    wait_for(
+        "more load after the old process left",
+        Duration::from_secs(10),
+        || (new_backend.requests().len() > before + 100).then_some(()),
+    );
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    eprintln!(
+        "reload under load: {} ok, {} reconnects after the old process closed idle connections",
+        ok.load(Ordering::SeqCst),
+        reconnects.load(Ordering::SeqCst)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:?}; {} ok\n{}",
+        failures.len(),
+        failures.first(),
+        ok.load(Ordering::SeqCst),
+        reload_output()
+    );
+    assert_eq!(get(port, "h", "/").body, "new /\n");
+    let new_pid: i32 = std::fs::read_to_string(gw.env.path().join("pinion.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = kill(Pid::from_raw(new_pid), Signal::SIGKILL);
+}
