@@ -14,8 +14,11 @@ fn admin_get(port: u16, path: &str) -> crate::harness::Response {
     ))
 }
 
-/// Parses `/metrics` with a Prometheus text-format parser: (name, labels) -> value.
-fn metrics(port: u16) -> HashMap<(String, Vec<(String, String)>), f64> {
+/// Samples by (metric name, sorted labels).
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
+/// Parses `/metrics` with a Prometheus text-format parser.
+fn metrics(port: u16) -> Samples {
     let r = admin_get(port, "/metrics");
     assert_eq!(r.status, 200);
     assert!(r
@@ -45,11 +48,7 @@ fn metrics(port: u16) -> HashMap<(String, Vec<(String, String)>), f64> {
         .collect()
 }
 
-fn sample(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut want: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
