@@ -1,10 +1,15 @@
 //! The command line (SPEC "Command line"); exit codes 0 ok, 1 invalid or failed, 2 usage.
 
 pub mod pin;
+pub mod preflight;
 pub mod reload;
 
+use crate::server::{self, RunMode};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DEFAULT_CONF: &str = "conf/pinion.yaml";
 
 /// pinion: an application gateway with end-to-end TLS and backend public-key pinning.
 #[derive(Debug, Parser)]
@@ -38,4 +43,109 @@ pub enum Command {
     /// Validate the configuration, then hand the running instance's sockets to a new process
     /// on it; refuses, changing nothing, if the file is invalid.
     Reload,
+    /// Connect to every backend of the configuration and print what each presents and whether
+    /// it would be accepted; exit 1 if any would be rejected.
+    Preflight,
+}
+
+/// Runs what the command line asks for; the process exit code.
+pub fn run(cli: &Cli) -> ExitCode {
+    match &cli.command {
+        Some(Command::Pin(args)) => pin_files(args),
+        Some(Command::Demo(args)) => match crate::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pinion demo: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Some(Command::Reload) => reload_gateway(cli),
+        Some(Command::Preflight) => match load(cli) {
+            Ok((_, config)) => match preflight::check(&config) {
+                Ok(rows) if preflight::print(&rows, &mut std::io::stdout()) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("pinion preflight: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(code) => code,
+        },
+        None => gateway(cli),
+    }
+}
+
+fn load(cli: &Cli) -> Result<(PathBuf, crate::config::Config), ExitCode> {
+    let file = cli
+        .conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
+    match crate::config::load(&file) {
+        Ok(c) => Ok((file, c)),
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: configuration invalid", file.display());
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn reload_gateway(cli: &Cli) -> ExitCode {
+    let (file, config) = match load(cli) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match reload::run(&file, &config) {
+        Ok((old, new)) => {
+            println!(
+                "reloaded {}: pid {old} handed over to pid {new}",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pinion reload: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn pin_files(args: &pin::PinArgs) -> ExitCode {
+    match pin::run(args, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pinion pin: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn gateway(cli: &Cli) -> ExitCode {
+    let file = cli
+        .conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
+    let config = match crate::config::load(&file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: configuration invalid", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    if cli.test {
+        println!("{}: configuration ok", file.display());
+        return ExitCode::SUCCESS;
+    }
+    let mode = RunMode {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+    };
+    match server::run(&config, mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pinion: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -6,7 +6,7 @@ mod probe;
 mod select;
 
 pub use health::{Health, HealthReport};
-pub use probe::Prober;
+pub use probe::{connect_and_check, Prober};
 
 use crate::config::{Affinity, Balance, HostHeader, PoolConfig, Probe, UpstreamTls};
 use crate::upstream;

@@ -5,11 +5,12 @@
 use super::health::Transition;
 use super::{Pool, Server};
 use crate::config::{PinMode, Probe};
-use crate::upstream::{self, PinError};
+use crate::upstream::{self, PinError, PresentedCert};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
@@ -89,6 +90,40 @@ async fn probe_loop(pools: &[Pool], p: usize, s: usize, connector: &Connector) {
     }
 }
 
+/// Opens a fresh connection to `server` with the pool's TLS settings and makes the trust checks
+/// (chain and name in the handshake, then the pin); records the certificate it presented.
+/// `Err` carries the reason shown in logs, status and preflight.
+pub async fn connect_and_check(
+    pool: &Pool,
+    server: &Server,
+    connector: &Connector,
+) -> Result<(HttpSession, Option<PresentedCert>), String> {
+    let mut peer = server.peer.clone();
+    // A fresh connection every time, never one from the request pool.
+    peer.options.idle_timeout = Some(Duration::ZERO);
+    let (session, _) = connector
+        .get_http_session(&peer)
+        .await
+        .map_err(|e| format!("{}{}", e.etype().as_str(), detail(&e)))?;
+    let seen = upstream::presented(session.digest()).cloned();
+    if let Some(cert) = &seen {
+        server.health.presented(cert);
+    }
+    if let Some(tls) = &pool.tls {
+        match upstream::check(tls, session.digest()) {
+            Ok(()) => {}
+            Err(e @ PinError::NotWhitelisted(_)) if tls.pin_mode == PinMode::Report => {
+                warn!(
+                    "pool {} server {}: {e} (pin_mode: report)",
+                    pool.name, server.label
+                );
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok((session, seen))
+}
+
 /// One probe; `Err` carries the reason shown in logs and status.
 async fn probe_once(
     pool: &Pool,
@@ -96,28 +131,7 @@ async fn probe_once(
     probe: &Probe,
     connector: &Connector,
 ) -> Result<(), String> {
-    let mut peer = server.peer.clone();
-    // A fresh connection every time, never one from the request pool.
-    peer.options.idle_timeout = Some(Duration::ZERO);
-    let (mut session, _) = connector
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| format!("{}{}", e.etype().as_str(), detail(&e)))?;
-    if let Some(tls) = &pool.tls {
-        if let Some(seen) = upstream::presented(session.digest()) {
-            server.health.presented(seen);
-        }
-        match upstream::check(tls, session.digest()) {
-            Ok(()) => {}
-            Err(e @ PinError::NotWhitelisted(_)) if tls.pin_mode == PinMode::Report => {
-                warn!(
-                    "pool {} server {}: probe: {e} (pin_mode: report)",
-                    pool.name, server.label
-                );
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    let (mut session, _) = connect_and_check(pool, server, connector).await?;
     let host = probe
         .host
         .clone()

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 #[test]
 fn demo_routes_to_the_trusted_pool_and_refuses_the_impostor() {
-    let port = free_port();
+    let (port, admin) = (free_port(), free_port());
     let mut child = pinion()
-        .args(["demo", "--port", &port.to_string()])
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -19,6 +25,8 @@ fn demo_routes_to_the_trusted_pool_and_refuses_the_impostor() {
     });
     let ok = get(port, "localhost", "/hello");
     let refused = get(port, "localhost", "/untrusted/hello");
+    let status = crate::harness::Conn::plain(admin)
+        .send("GET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     child.kill().unwrap();
     child.wait().unwrap();
     let mut printed = String::new();
@@ -33,6 +41,8 @@ fn demo_routes_to_the_trusted_pool_and_refuses_the_impostor() {
         (200, "trusted-backend /hello\n")
     );
     assert_eq!(refused.status, 502);
+    assert_eq!(status.status, 200);
+    assert!(status.body.contains("\"untrusted\""), "{}", status.body);
     assert!(
         printed.contains(&format!("curl -k https://localhost:{port}/untrusted/hello")),
         "{printed}"

@@ -447,3 +447,50 @@ fn reload_under_load_changes_routing_without_a_failed_request() {
         .unwrap();
     let _ = kill(Pid::from_raw(new_pid), Signal::SIGKILL);
 }
+
+#[test]
+fn preflight_prints_each_backend_and_fails_when_one_would_be_rejected() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let good = Backend::https("good", &key);
+    let other = Identity::self_signed(&["api.internal"]);
+    let impostor = Backend::https("impostor", &other);
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let pools = |servers: String| {
+        format!("{}pools:\n  - name: api\n    servers: [{servers}]\n    tls:\n      pins: [{{cert: k.pem}}]\nroutes:\n  - name: all\n    pool: api\n", env.listeners())
+    };
+    let good_only = env.write_config(&pools(format!("127.0.0.1:{}", good.port)));
+    let out = pinion()
+        .args(["preflight", "-c"])
+        .arg(&good_only)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(
+        table.contains(&key.pin()) && table.contains(" yes "),
+        "{table}"
+    );
+
+    let both = env.write_config(&pools(format!(
+        "127.0.0.1:{}, 127.0.0.1:{}",
+        good.port, impostor.port
+    )));
+    let out = pinion()
+        .args(["preflight", "-c"])
+        .arg(&both)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{}", impostor.port)))
+        .unwrap();
+    assert!(
+        line.contains(&other.pin()) && line.contains(" NO ") && line.contains("not whitelisted"),
+        "{line}"
+    );
+    assert!(line.contains("GMT"), "expiry shown: {line}");
+    assert_eq!(impostor.request_bytes(), 0);
+}

@@ -1,0 +1,103 @@
+//! `pinion preflight -c FILE`: connect to every server of every pool with the pool's TLS
+//! settings and print what each presents and whether pinion would accept it.
+
+use crate::config::Config;
+use crate::pool::{connect_and_check, Pool};
+use crate::upstream;
+use pingora::connectors::http::Connector;
+use std::io::Write;
+
+/// One server's outcome.
+#[derive(Debug)]
+pub struct Row {
+    /// Pool name.
+    pub pool: String,
+    /// Server as configured.
+    pub server: String,
+    /// The pin presented, if a TLS handshake completed.
+    pub pin: Option<String>,
+    /// Whether that pin is whitelisted ("-" for pools without pins).
+    pub whitelisted: &'static str,
+    /// Certificate expiry.
+    pub expires: Option<String>,
+    /// `None` when pinion would use the server, else why not.
+    pub problem: Option<String>,
+}
+
+/// Checks every server; the rows in configuration order.
+pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let hook = upstream::handshake_hook();
+    let pools: Vec<Pool> = config.pools.iter().map(|p| Pool::new(p, &hook)).collect();
+    let connector = Connector::new(None);
+    Ok(rt.block_on(async {
+        let mut rows = Vec::new();
+        for (cfg, pool) in config.pools.iter().zip(&pools) {
+            for server in &pool.servers {
+                let result = tokio::time::timeout(
+                    cfg.timeouts.connect * 2,
+                    connect_and_check(pool, server, &connector),
+                )
+                .await;
+                let (seen, problem) = match result {
+                    Ok(Ok((_, seen))) => (seen, None),
+                    Ok(Err(reason)) => (None, Some(reason)),
+                    Err(_) => (None, Some("timed out".to_owned())),
+                };
+                let seen = seen.or_else(|| {
+                    let r = server.health.report();
+                    r.pin
+                        .and_then(|p| crate::tls::Pin::from_base64(&p))
+                        .map(|pin| upstream::PresentedCert {
+                            pin,
+                            not_after: r.not_after.unwrap_or_default(),
+                            not_after_unix: r.not_after_unix,
+                        })
+                });
+                let whitelisted = match (&pool.tls, &seen) {
+                    (Some(tls), Some(c)) if !tls.pins.is_empty() => {
+                        if tls.pins.contains(&c.pin) {
+                            "yes"
+                        } else {
+                            "NO"
+                        }
+                    }
+                    _ => "-",
+                };
+                rows.push(Row {
+                    pool: pool.name.clone(),
+                    server: server.label.clone(),
+                    pin: seen.as_ref().map(|c| c.pin.to_string()),
+                    whitelisted,
+                    expires: seen.map(|c| c.not_after),
+                    problem,
+                });
+            }
+        }
+        rows
+    }))
+}
+
+/// Prints the table; returns whether every server would be accepted.
+pub fn print(rows: &[Row], out: &mut impl Write) -> bool {
+    let _ = writeln!(
+        out,
+        "{:<16} {:<24} {:<46} {:<12} {:<26} RESULT",
+        "POOL", "SERVER", "PRESENTED PIN", "WHITELISTED", "CERTIFICATE EXPIRES"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<24} {:<46} {:<12} {:<26} {}",
+            r.pool,
+            r.server,
+            r.pin.as_deref().unwrap_or("-"),
+            r.whitelisted,
+            r.expires.as_deref().unwrap_or("-"),
+            r.problem.as_deref().unwrap_or("ok")
+        );
+    }
+    rows.iter().all(|r| r.problem.is_none())
+}
