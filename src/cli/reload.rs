@@ -5,6 +5,8 @@
 use crate::config::Config;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -28,6 +30,9 @@ pub enum ReloadError {
     /// A step did not complete in time.
     #[error("timed out waiting for the new process to {0}")]
     Timeout(&'static str),
+    /// An address of the new configuration is taken by another process.
+    #[error("{addr} is in use by another process; the running instance is untouched")]
+    AddressInUse { addr: SocketAddr },
     /// Signalling the running instance failed.
     #[error("cannot signal the running instance (pid {pid}): {source}")]
     Signal { pid: i32, source: nix::Error },
@@ -37,6 +42,7 @@ pub enum ReloadError {
 pub fn run(file: &Path, config: &Config) -> Result<(i32, i32), ReloadError> {
     let pid_file = &config.server.pid_file;
     let old = running_pid(pid_file)?;
+    check_addresses(config, old)?;
     let sock = Path::new(&config.server.upgrade_sock);
     // A socket file left by an earlier upgrade would look like the new process is ready.
     let _ = std::fs::remove_file(sock);
@@ -71,6 +77,83 @@ pub fn run(file: &Path, config: &Config) -> Result<(i32, i32), ReloadError> {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(new);
     Ok((old, new))
+}
+
+/// Every address the new process will listen on must be inherited from the running instance
+/// or free: the new process binds the others only after the hand-over, too late to back out.
+fn check_addresses(config: &Config, old: i32) -> Result<(), ReloadError> {
+    let inherited = listening_addresses(old);
+    let wanted = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.binds.iter().copied())
+        .chain(config.admin);
+    for addr in wanted {
+        if inherited.contains(&addr) {
+            continue;
+        }
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                return Err(ReloadError::AddressInUse { addr });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The TCP addresses process `pid` listens on (Linux: its socket inodes in /proc/net/tcp*).
+fn listening_addresses(pid: i32) -> HashSet<SocketAddr> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().to_string();
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut out = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            if *state == "0A" && inodes.contains(*inode) {
+                out.extend(parse_proc_address(local));
+            }
+        }
+    }
+    out
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6), each 32-bit word in host order.
+fn parse_proc_address(s: &str) -> Option<SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..addr.len() / 8)
+        .map(|i| {
+            addr.get(i * 8..i * 8 + 8)
+                .and_then(|w| u32::from_str_radix(w, 16).ok())
+        })
+        .collect::<Option<_>>()?;
+    let ip: IpAddr = match words.as_slice() {
+        [w] => Ipv4Addr::from(w.to_le_bytes()).into(),
+        [a, b, c, d] => {
+            let mut octets = [0u8; 16];
+            for (i, w) in [a, b, c, d].iter().enumerate() {
+                octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            Ipv6Addr::from(octets).into()
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 fn running_pid(pid_file: &str) -> Result<i32, ReloadError> {
@@ -108,5 +191,31 @@ fn wait(
             return Err(ReloadError::Timeout(what));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses_parse() {
+        assert_eq!(
+            parse_proc_address("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_address("00000000000000000000000001000000:01BB"),
+            Some("[::1]:443".parse().unwrap())
+        );
+        assert_eq!(parse_proc_address("nope"), None);
+    }
+
+    #[test]
+    fn this_process_listening_sockets_are_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let pid = i32::try_from(std::process::id()).unwrap();
+        assert!(listening_addresses(pid).contains(&addr));
     }
 }

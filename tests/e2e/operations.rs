@@ -360,6 +360,40 @@ fn reload(gw: &crate::harness::gateway::Gateway, file: &std::path::Path) {
 }
 
 #[test]
+fn reload_onto_an_occupied_port_changes_nothing_and_says_why() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let base = format!(
+        "{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port
+    );
+    let gw = env.start(&base);
+    let pid = gw.pid();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let file = gw.env.path().join("next.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}admin:\n  bind: 127.0.0.1:{taken}\n{base}",
+            gw.env.server_section(0)
+        ),
+    )
+    .unwrap();
+    let out = pinion().args(["reload", "-c"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{taken} is in use by another process")),
+        "{stderr}"
+    );
+    assert_eq!(get(gw.port(), "h", "/").status, 200);
+    assert_eq!(kill(Pid::from_raw(pid), None), Ok(()));
+    assert_eq!(current_pid(&gw), pid, "no new process took over");
+}
+
+#[test]
 fn reload_under_load_changes_routing_without_a_failed_request() {
     let (old_backend, new_backend) = (Backend::plain("old"), Backend::plain("new"));
     let env = Env::new();
