@@ -46,5 +46,52 @@ fn pins(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, pins);
+fn headers(c: &mut Criterion) {
+    use pinion::config::ForwardedFor;
+    use pinion::proxy::headers::Forwarded;
+    let mut base = pingora::http::RequestHeader::build("GET", b"/api/v1/items", None).unwrap();
+    for (k, v) in [
+        ("Host", "www.example.com"),
+        ("User-Agent", "bench"),
+        ("Accept", "*/*"),
+        ("X-Forwarded-For", "6.6.6.6"),
+    ] {
+        base.append_header(k, v).unwrap();
+    }
+    c.bench_function("forwarding headers on a 4-header request", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut req| {
+                Forwarded {
+                    peer: Some("192.0.2.1:50000".parse().unwrap()),
+                    trusted: false,
+                    format: ForwardedFor::Ip,
+                    local_port: Some(443),
+                    tls: true,
+                    authority: "www.example.com",
+                    request_id: "0123456789abcdef0123456789abcdef",
+                }
+                .apply(&mut req)
+                .unwrap();
+                req
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn config_load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from("listeners:\n  - name: http\n    bind: 127.0.0.1:8080\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:9000, 127.0.0.1:9001]\nroutes:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!("  - name: r{i}\n    hosts: [site{i}.example.com, \"*.site{i}.example.com\"]\n    paths: [\"/api/*\", \"/static*\"]\n    pool: p\n"));
+    }
+    let file = dir.path().join("pinion.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    c.bench_function("config load, 1,000 routes", |b| {
+        b.iter(|| black_box(pinion::config::load(&file).unwrap()))
+    });
+}
+
+criterion_group!(benches, routing, pins, headers, config_load);
 criterion_main!(benches);

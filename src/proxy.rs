@@ -2,7 +2,7 @@
 //! that owns it (routing, pool, upstream, headers). See docs/architecture.md for the phase map.
 
 mod affinity;
-mod headers;
+pub mod headers;
 mod respond;
 
 use crate::access_log::{self, AccessLog};
