@@ -319,8 +319,23 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// Whether server names are looked up in DNS while validating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Resolve names (what running and `-t` do).
+    Names,
+    /// Never touch the network: a server given by name is an error. For fuzzing and checks on
+    /// machines without the production resolver.
+    Offline,
+}
+
 /// Reads, parses and validates `file`, reporting every problem at once.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    load_with(file, Resolve::Names)
+}
+
+/// `load`, choosing whether server names are resolved.
+pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
     let fail = |diagnostics| ConfigError {
         file: file.to_owned(),
         diagnostics,
@@ -340,7 +355,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let Some(raw) = raw else {
         return Err(fail(diagnostics));
     };
-    match validate::validate(raw, &base, file, &unparsed) {
+    match validate::validate(raw, &base, file, &unparsed, resolve) {
         Ok(config) if diagnostics.is_empty() => Ok(config),
         Ok(_) => Err(fail(diagnostics)),
         Err(problems) => {

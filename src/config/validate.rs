@@ -64,10 +64,12 @@ pub(super) fn validate(
     base: &Path,
     file: &Path,
     unparsed: &Unparsed,
+    resolve: super::Resolve,
 ) -> Result<Config, Problems> {
     let mut v = Validator {
         base,
         unparsed,
+        resolve,
         problems: Vec::new(),
     };
     let root = KeyPath::default();
@@ -127,6 +129,7 @@ pub(super) fn validate(
 struct Validator<'a> {
     base: &'a Path,
     unparsed: &'a Unparsed,
+    resolve: super::Resolve,
     problems: Problems,
 }
 

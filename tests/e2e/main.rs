@@ -11,6 +11,7 @@ mod demo;
 mod failures;
 mod front_door;
 mod front_door_http;
+mod fuzz;
 mod headers;
 mod operations;
 mod pin_command;

@@ -131,6 +131,13 @@ impl Validator<'_> {
                 self.err(path.clone(), bad("not an IP address or a DNS name"));
                 return None;
             }
+            if self.resolve == crate::config::Resolve::Offline {
+                self.err(
+                    path.clone(),
+                    bad("names are not resolved in an offline check"),
+                );
+                return None;
+            }
             // Resolved once here, never on the request path (HttpPeer::new would block or panic).
             match (host, port).to_socket_addrs().map(|mut a| a.next()) {
                 Ok(Some(addr)) => (addr, Some(host.to_ascii_lowercase())),
