@@ -9,6 +9,7 @@ mod harness;
 mod config_errors;
 mod demo;
 mod failures;
+mod faults;
 mod front_door;
 mod front_door_http;
 mod fuzz;

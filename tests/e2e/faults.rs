@@ -1,0 +1,136 @@
+//! Backends that misbehave: each answered cleanly, the gateway keeps serving, and its open
+//! file descriptors return to their baseline.
+
+use crate::harness::{get, wait_for, Env, Identity};
+use openssl::ssl::{SslAcceptor, SslMethod, SslStream};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A TLS backend that reads a request head, then does `script` with the connection.
+fn scripted(identity: &Identity, script: fn(&mut SslStream<TcpStream>)) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    b.set_private_key(&identity.key).unwrap();
+    b.set_certificate(&identity.cert).unwrap();
+    let acceptor = b.build();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut s) = acceptor.accept(tcp.unwrap()) else {
+                continue;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            script(&mut s);
+        }
+    });
+    port
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn misbehaving_backends_get_clean_errors_and_leak_nothing() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let cases: [(&str, fn(&mut SslStream<TcpStream>), u16); 4] = [
+        (
+            "not-http",
+            |s| {
+                let _ = s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n");
+            },
+            502,
+        ),
+        (
+            "huge-headers",
+            |s| {
+                let big = format!(
+                    "HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n",
+                    "a".repeat(2 * 1024 * 1024)
+                );
+                let _ = s.write_all(big.as_bytes());
+            },
+            502,
+        ),
+        (
+            "closes-at-once",
+            |s| {
+                let _ = s.shutdown();
+            },
+            502,
+        ),
+        (
+            "stalls",
+            |_| std::thread::sleep(Duration::from_secs(5)),
+            504,
+        ),
+    ];
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let mut pools = String::new();
+    let mut routes = String::new();
+    for (name, script, _) in &cases {
+        let port = scripted(&key, *script);
+        pools.push_str(&format!(
+            "  - name: {name}\n    servers: [127.0.0.1:{port}]\n    probe: false\n    retries: 0\n    timeouts: {{request_seconds: 1}}\n    tls:\n      pins: [{{cert: k.pem}}]\n"
+        ));
+        routes.push_str(&format!(
+            "  - name: {name}\n    paths: [\"/{name}\"]\n    pool: {name}\n"
+        ));
+    }
+    let gw = env.serve(&pools, &routes);
+    let pid = gw.pid();
+    assert_eq!(get(gw.port(), "h", "/nothing").status, 404);
+    let baseline = open_fds(pid);
+    for round in 0..3 {
+        for (name, _, status) in &cases {
+            let r = get(gw.port(), "h", &format!("/{name}"));
+            assert_eq!(r.status, *status, "{name} (round {round}): {}", gw.logs());
+        }
+    }
+    assert_eq!(get(gw.port(), "h", "/nothing").status, 404, "still serving");
+    wait_for(
+        "descriptors back to the baseline",
+        Duration::from_secs(15),
+        || (open_fds(pid) <= baseline + 2).then_some(()),
+    );
+    assert!(!gw.logs().contains("panicked"));
+}
+
+#[test]
+fn a_backend_that_cuts_a_response_short_closes_the_client_connection_without_a_hang() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let port = scripted(&key, |s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..");
+        let _ = s.shutdown();
+    });
+    let env = Env::new();
+    key.write(env.path(), "k");
+    let pools = format!("  - name: p\n    servers: [127.0.0.1:{port}]\n    probe: false\n    tls:\n      pins: [{{cert: k.pem}}]\n");
+    let gw = env.serve(
+        &pools,
+        "  - name: cut\n    paths: [\"/cut\"]\n    pool: p\n",
+    );
+    let tcp = TcpStream::connect(("127.0.0.1", gw.port())).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = openssl::ssl::SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let mut s = b.build().connect("localhost", tcp).unwrap();
+    s.write_all(b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.len() < 200, "the response was cut, not padded: {text}");
+    assert_eq!(
+        get(gw.port(), "h", "/other").status,
+        404,
+        "the gateway keeps serving"
+    );
+}
