@@ -7,8 +7,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+/// What a scripted backend does after reading a request head.
+type Script = fn(&mut SslStream<TcpStream>);
+
 /// A TLS backend that reads a request head, then does `script` with the connection.
-fn scripted(identity: &Identity, script: fn(&mut SslStream<TcpStream>)) -> u16 {
+fn scripted(identity: &Identity, script: Script) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
@@ -38,7 +41,7 @@ fn open_fds(pid: i32) -> usize {
 #[test]
 fn misbehaving_backends_get_clean_errors_and_leak_nothing() {
     let key = Identity::self_signed(&["api.internal"]);
-    let cases: [(&str, fn(&mut SslStream<TcpStream>), u16); 4] = [
+    let cases: [(&str, Script, u16); 4] = [
         (
             "not-http",
             |s| {
