@@ -18,19 +18,22 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/pinion-bench.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # SIGINT: stop at once (SIGTERM would drain for the grace period).
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx-backend.pid" ] && kill "$(cat "$WORK/nginx-backend.pid")" 2>/dev/null || true
   [ -f "$WORK/nginx-proxy.pid" ] && kill "$(cat "$WORK/nginx-proxy.pid")" 2>/dev/null || true
+  [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 for tool in wrk nginx haproxy openssl curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx haproxy openssl curl)"; exit 1; }
 done
-(cd "$ROOT" && cargo build --release --locked -q)
+(cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
 PINION="$ROOT/target/release/pinion"
+FLOOR="$ROOT/target/release/examples/pingora_floor"
 
-BACKEND=19443 PINION_PORT=18443 NGINX_PORT=18444 HAPROXY_PORT=18445 ADMIN=19901
+BACKEND=19443 PINION_PORT=18443 NGINX_PORT=18444 HAPROXY_PORT=18445 FLOOR_PORT=18446 ADMIN=19901
 cd "$WORK"
 gen() { # name cn
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -87,6 +90,10 @@ routes:
 EOF
 RUST_LOG=warn "$PINION" -c pinion.yaml 2>pinion.err &
 PIDS+=($!)
+# The floor: the smallest Pingora proxy doing the same job (examples/pingora_floor.rs).
+RUST_LOG=warn "$FLOOR" $FLOOR_PORT $BACKEND "$WORK/front.pem" "$WORK/front.key" 2>floor.err &
+FLOOR_PID=$!
+PIDS+=($FLOOR_PID)
 
 cat > nginx-proxy.conf <<EOF
 worker_processes 1;
@@ -122,7 +129,7 @@ nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" 2>/dev/null
 cat > haproxy.cfg <<EOF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
@@ -138,7 +145,7 @@ backend be
 EOF
 haproxy -f haproxy.cfg -D -p "$WORK/haproxy.pid" 2>haproxy.err
 
-for port in $PINION_PORT $NGINX_PORT $HAPROXY_PORT; do
+for port in $PINION_PORT $NGINX_PORT $HAPROXY_PORT $FLOOR_PORT; do
   for _ in $(seq 100); do curl -skf "https://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
   curl -skf "https://127.0.0.1:$port/" >/dev/null || { echo "proxy on $port does not answer"; exit 1; }
 done
@@ -146,7 +153,8 @@ done
 pids_of() { # name -> the processes to measure
   case $1 in
     pinion) cat "$WORK/pinion.pid" ;;
-    nginx) pgrep -f "nginx.*$WORK/nginx-proxy.conf" | tr '\n' ' ' ;;
+    floor) echo $FLOOR_PID ;;
+    nginx) m=$(cat "$WORK/nginx-proxy.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
     haproxy) cat "$WORK/haproxy.pid" ;;
   esac
 }
@@ -158,8 +166,8 @@ HZ=$(getconf CLK_TCK)
 printf '%-8s %-10s %10s %9s %9s %14s %10s %7s\n' proxy mode req/s p50_ms p99_ms cpu_s/10k_req peak_rss_MB errors
 declare -A CPU P99
 for mode in keepalive newconn; do
-  for name in pinion nginx haproxy; do
-    case $name in pinion) port=$PINION_PORT ;; nginx) port=$NGINX_PORT ;; haproxy) port=$HAPROXY_PORT ;; esac
+  for name in pinion floor nginx haproxy; do
+    case $name in pinion) port=$PINION_PORT ;; floor) port=$FLOOR_PORT ;; nginx) port=$NGINX_PORT ;; haproxy) port=$HAPROXY_PORT ;; esac
     extra=()
     [ "$mode" = newconn ] && extra=(-H "Connection: close")
     procs=$(pids_of $name)
@@ -180,11 +188,11 @@ for mode in keepalive newconn; do
 done
 
 echo
-echo "ratios to nginx (below 1: pinion uses less):"
+echo "ratios (below 1: pinion uses less):"
 for mode in keepalive newconn; do
   awk -v m=$mode -v pc="${CPU[pinion-$mode]}" -v nc="${CPU[nginx-$mode]}" -v hc="${CPU[haproxy-$mode]}" \
-      -v pp="${P99[pinion-$mode]}" -v np="${P99[nginx-$mode]}" -v hp="${P99[haproxy-$mode]}" \
-      'BEGIN{printf "  %-10s cpu/request pinion/nginx %.2f, pinion/haproxy %.2f; p99 pinion/nginx %.2f, pinion/haproxy %.2f\n", m, pc/nc, pc/hc, pp/np, pp/hp}'
+      -v fc="${CPU[floor-$mode]}" -v pp="${P99[pinion-$mode]}" -v np="${P99[nginx-$mode]}" -v hp="${P99[haproxy-$mode]}" \
+      'BEGIN{printf "  %-10s cpu/request pinion/nginx %.2f, pinion/haproxy %.2f, pinion/pingora-floor %.2f; p99 pinion/nginx %.2f, pinion/haproxy %.2f\n", m, pc/nc, pc/hc, pc/fc, pp/np, pp/hp}'
 done
 
 # Backend connection reuse over the keep-alive run, from pinion's metrics.
