@@ -36,7 +36,9 @@ test: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --doc
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --benches --examples
+	# Last, so that the run closes on the end-to-end suite's summary.
+	$(CARGO) test --locked --lib --bins --tests
 
 bench: deps
 	$(CARGO) bench --locked
