@@ -14,6 +14,7 @@ mod front_door;
 mod front_door_http;
 mod fuzz;
 mod headers;
+mod hostile;
 mod operations;
 mod pin_command;
 mod pinning;
