@@ -78,48 +78,12 @@ impl Identity {
 impl Ca {
     /// A new root CA named `cn`.
     pub fn new(cn: &str) -> Result<Ca, CertError> {
-        let key = new_key()?;
-        let subject = name(cn)?;
-        let mut b = builder(&subject, &key)?;
-        b.set_issuer_name(&subject)?;
-        b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()?,
-        )?;
-        b.sign(&key, MessageDigest::sha256())?;
-        Ok(Ca {
-            identity: Identity {
-                cert: b.build(),
-                key,
-            },
-        })
+        ca(cn, None)
     }
 
     /// An intermediate CA named `cn`, signed by this CA.
     pub fn intermediate(&self, cn: &str) -> Result<Ca, CertError> {
-        let key = new_key()?;
-        let subject = name(cn)?;
-        let mut b = builder(&subject, &key)?;
-        b.set_issuer_name(self.identity.cert.subject_name())?;
-        b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()?,
-        )?;
-        b.sign(&self.identity.key, MessageDigest::sha256())?;
-        Ok(Ca {
-            identity: Identity {
-                cert: b.build(),
-                key,
-            },
-        })
+        ca(cn, Some(&self.identity))
     }
 
     /// A leaf for `names`, signed by this CA.
@@ -142,6 +106,29 @@ impl Ca {
         write(&path, &self.identity.cert.to_pem()?)?;
         Ok(path)
     }
+}
+
+/// A CA certificate named `cn`, self-signed or signed by `issuer`.
+fn ca(cn: &str, issuer: Option<&Identity>) -> Result<Ca, CertError> {
+    let key = new_key()?;
+    let subject = name(cn)?;
+    let mut b = builder(&subject, &key)?;
+    b.set_issuer_name(issuer.map_or(&*subject, |i| i.cert.subject_name()))?;
+    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
+    b.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())?;
+    Ok(Ca {
+        identity: Identity {
+            cert: b.build(),
+            key,
+        },
+    })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), CertError> {

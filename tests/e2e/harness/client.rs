@@ -36,14 +36,7 @@ impl<T: Read + Write> ReadWrite for T {}
 impl Conn {
     /// A TLS connection to the gateway on 127.0.0.1:`port` (no ALPN: HTTP/1.1).
     pub fn tls(port: u16) -> Conn {
-        let tcp = tcp(port);
-        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        let s = b.build().connect("localhost", tcp).unwrap();
-        Conn {
-            stream: Box::new(s),
-            buf: Vec::new(),
-        }
+        Conn::try_tls(port).unwrap()
     }
 
     /// A TLS connection from source address `from` (another 127.0.0.0/8 address).
