@@ -137,3 +137,58 @@ fn a_backend_that_cuts_a_response_short_closes_the_client_connection_without_a_h
         "the gateway keeps serving"
     );
 }
+
+#[test]
+fn a_backend_that_changes_to_a_non_whitelisted_key_is_refused_and_status_shows_it() {
+    let listed = Identity::self_signed(&["api.internal"]);
+    let other = Identity::self_signed(&["api.internal"]);
+    let backend = crate::harness::Backend::https("b", &listed);
+    let port = backend.port;
+    let env = Env::new();
+    listed.write(env.path(), "k");
+    let admin = crate::harness::free_port();
+    let yaml = format!(
+        "admin: {{bind: \"127.0.0.1:{admin}\"}}\n{}pools:\n  - name: p\n    servers: [127.0.0.1:{port}]\n    probe: {{interval_seconds: 1, unhealthy_threshold: 1}}\n    tls:\n      pins: [{{cert: k.pem}}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners()
+    );
+    let gw = env.start(&yaml);
+    let mut conn = crate::harness::Conn::tls(gw.port());
+    assert_eq!(
+        conn.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200,
+        "a pooled connection exists now"
+    );
+    backend.kill();
+    let changed =
+        pinion::demo::backend::Backend::https("changed", &other, &format!("127.0.0.1:{port}"))
+            .unwrap();
+    let status = || {
+        let r = crate::harness::Conn::plain(admin)
+            .send("GET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+    };
+    let server = wait_for(
+        "status to show the new key",
+        Duration::from_secs(10),
+        || {
+            let s = status()["pools"][0]["servers"][0].clone();
+            (s["presented_pin"] == other.pin()).then_some(s)
+        },
+    );
+    assert_eq!(server["healthy"], false);
+    assert!(
+        server["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not whitelisted"),
+        "{server}"
+    );
+    for _ in 0..3 {
+        assert_eq!(get(gw.port(), "h", "/").status, 502);
+    }
+    assert_eq!(
+        changed.request_bytes(),
+        0,
+        "the new key never received a request"
+    );
+}
