@@ -3,7 +3,7 @@
 
 use super::certs::Identity;
 use openssl::error::ErrorStack;
-use openssl::ssl::{SslAcceptor, SslMethod};
+use openssl::ssl::SslAcceptor;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -92,10 +92,8 @@ pub struct Backend {
 impl Backend {
     /// An HTTPS backend presenting `identity`, on `bind` (e.g. `127.0.0.1:0`).
     pub fn https(name: &str, identity: &Identity, bind: &str) -> Result<Backend, BackendError> {
-        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
-        b.set_private_key(&identity.key)?;
-        b.set_certificate(&identity.cert)?;
-        Backend::start(name, Some(Arc::new(b.build())), bind)
+        let acceptor = identity.acceptor_builder()?.build();
+        Backend::start(name, Some(Arc::new(acceptor)), bind)
     }
 
     /// A plain-HTTP backend on `bind`.

@@ -8,6 +8,7 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslMethod};
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509Builder, X509Name, X509NameBuilder, X509};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,14 @@ impl Identity {
         write(&cert, &self.cert.to_pem()?)?;
         write(&key, &self.key.private_key_to_pem_pkcs8()?)?;
         Ok((cert, key))
+    }
+
+    /// A TLS server builder presenting this certificate (Mozilla intermediate settings).
+    pub fn acceptor_builder(&self) -> Result<SslAcceptorBuilder, ErrorStack> {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+        b.set_private_key(&self.key)?;
+        b.set_certificate(&self.cert)?;
+        Ok(b)
     }
 
     /// The pin of this certificate's key, as `pinion pin` prints it.

@@ -1,8 +1,9 @@
 //! Backends that misbehave: each answered cleanly, the gateway keeps serving, and its open
 //! file descriptors return to their baseline.
 
+use crate::harness::client::read_head;
 use crate::harness::{get, wait_for, Env, Identity};
-use openssl::ssl::{SslAcceptor, SslMethod, SslStream};
+use openssl::ssl::{SslMethod, SslStream};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
@@ -14,20 +15,13 @@ type Script = fn(&mut SslStream<TcpStream>);
 fn scripted(identity: &Identity, script: Script) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-    b.set_private_key(&identity.key).unwrap();
-    b.set_certificate(&identity.cert).unwrap();
-    let acceptor = b.build();
+    let acceptor = identity.acceptor_builder().unwrap().build();
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
             let Ok(mut s) = acceptor.accept(tcp.unwrap()) else {
                 continue;
             };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
+            read_head(&mut s);
             script(&mut s);
         }
     });

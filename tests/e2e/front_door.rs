@@ -1,5 +1,6 @@
 //! The client-facing side: SNI certificates, TLS policy, HTTP/2 and WebSocket.
 
+use crate::harness::client::read_head;
 use crate::harness::{Backend, Ca, Env, Identity};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
@@ -125,9 +126,7 @@ fn listener_with(env: &Env, tls_extra: &str) -> String {
 /// A server that accepts TLS 1.1, to show the test client really offers it.
 fn tls11_server() -> u16 {
     let id = Identity::self_signed(&["old.example"]);
-    let mut b = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-    b.set_private_key(&id.key).unwrap();
-    b.set_certificate(&id.cert).unwrap();
+    let mut b = id.acceptor_builder().unwrap();
     b.set_cipher_list("DEFAULT:@SECLEVEL=0").unwrap();
     b.clear_options(openssl::ssl::SslOptions::NO_TLSV1_1);
     b.set_min_proto_version(Some(SslVersion::TLS1_1)).unwrap();
@@ -301,10 +300,7 @@ fn http2_clients_are_served_over_http1_backends_and_http2_can_be_turned_off() {
 fn websocket_backend(identity: &Identity) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut b = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-    b.set_private_key(&identity.key).unwrap();
-    b.set_certificate(&identity.cert).unwrap();
-    let acceptor = b.build();
+    let acceptor = identity.acceptor_builder().unwrap().build();
     std::thread::spawn(move || {
         for tcp in listener.incoming() {
             let Ok(mut s) = acceptor.accept(tcp.unwrap()) else {
@@ -337,18 +333,6 @@ fn websocket_backend(identity: &Identity) -> u16 {
         }
     });
     port
-}
-
-fn read_head(s: &mut impl Read) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).unwrap_or(0) == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).to_string()
 }
 
 fn accept_key(key: &str) -> String {
