@@ -17,6 +17,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The ports of every `bind: 127.0.0.1:PORT` in a configuration.
+fn bound_ports(yaml: &str) -> Vec<u16> {
+    yaml.lines()
+        .filter_map(|l| l.split_once("bind:").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once("127.0.0.1:").map(|(_, p)| p))
+        .filter_map(|p| {
+            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 /// The pinion binary under test.
 pub fn pinion() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pinion"))
@@ -76,12 +88,17 @@ impl Env {
             env: self,
             log,
         };
-        wait_for("the gateway to listen", Duration::from_secs(30), || {
-            if let Ok(Some(status)) = gw.child.try_wait() {
-                panic!("pinion exited with {status}: {}", gw.logs());
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        // Every bound address (listeners and admin) binds on its own: wait for all of them.
+        let mut ports = bound_ports(yaml);
+        ports.push(port);
+        for p in ports {
+            wait_for("the gateway to listen", Duration::from_secs(30), || {
+                if let Ok(Some(status)) = gw.child.try_wait() {
+                    panic!("pinion exited with {status}: {}", gw.logs());
+                }
+                TcpStream::connect(("127.0.0.1", p)).ok()
+            });
+        }
         gw
     }
 
