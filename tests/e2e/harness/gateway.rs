@@ -8,13 +8,38 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
-/// A free port on 127.0.0.1 (bound and released; the kernel does not reuse it at once).
+/// A free port on 127.0.0.1 that nothing else in this run can be handed.
+///
+/// A port from `bind(127.0.0.1:0)` lies in the kernel's ephemeral range, where any other
+/// test's listener or outgoing connection may take it between our release and the gateway's
+/// bind (CI saw a gateway test talk to another test's server). Ports are therefore handed out
+/// once each from below that range, starting at a random offset so consecutive runs differ.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_start().clamp(12_000, 65_535);
+    let span = low - 10_000;
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + u32::from(std::process::id() as u16) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = 10_000 + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap().port();
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
+/// First port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The ports of every `bind: 127.0.0.1:PORT` in a configuration.
