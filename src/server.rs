@@ -65,6 +65,7 @@ pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
 
 /// Runs the gateway until it is stopped; returns after a graceful shutdown.
 pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
+    raise_open_file_limit();
     let conf = pingora_conf(&config.server, mode.daemon);
     let daemon = conf.daemon;
     let opt = Opt {
@@ -116,4 +117,19 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     });
     gateway.flush_access_log();
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit, as HAProxy does: every client and backend
+/// connection is a descriptor, and the usual soft default (1,024) would refuse connections long
+/// before the machine runs out of anything.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::info!("open file limit raised from {soft} to {hard}"),
+            Err(e) => log::warn!("cannot raise the open file limit from {soft}: {e}"),
+        },
+        Ok((soft, _)) => log::info!("open file limit {soft}"),
+        Err(e) => log::warn!("cannot read the open file limit: {e}"),
+    }
 }

@@ -4,12 +4,17 @@
 use super::certs::Identity;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslAcceptor;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// How many of the latest requests a backend keeps: a long-running demo or soak must not grow
+/// without bound.
+pub const KEPT_REQUESTS: usize = 100_000;
 
 /// Errors starting a backend.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +64,7 @@ struct State {
     closed: AtomicUsize,
     status: AtomicU16,
     delay_ms: AtomicU64,
-    requests: Mutex<Vec<Recorded>>,
+    requests: Mutex<VecDeque<Recorded>>,
     connections: Mutex<Vec<TcpStream>>,
 }
 
@@ -72,7 +77,7 @@ impl Default for State {
             closed: AtomicUsize::new(0),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
             connections: Mutex::new(Vec::new()),
         }
     }
@@ -149,13 +154,15 @@ impl Backend {
         self.addr.port()
     }
 
-    /// Requests received so far.
+    /// Requests received so far (the latest [`KEPT_REQUESTS`] of them).
     pub fn requests(&self) -> Vec<Recorded> {
         self.state
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Application bytes received after the TLS handshake, over all connections.
@@ -245,11 +252,16 @@ fn exchange(mut s: impl Read + Write, state: &State, name: &str) {
                 .iter()
                 .any(|v| v.eq_ignore_ascii_case("close"));
             let body = format!("{name} {}\n", request.target);
-            state
-                .requests
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(request);
+            {
+                let mut kept = state
+                    .requests
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if kept.len() == KEPT_REQUESTS {
+                    kept.pop_front();
+                }
+                kept.push_back(request);
+            }
             let delay = state.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 std::thread::sleep(Duration::from_millis(delay));

@@ -20,3 +20,4 @@ mod pin_command;
 mod pinning;
 mod pools;
 mod routing;
+mod soak;
