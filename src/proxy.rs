@@ -18,6 +18,7 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -119,6 +120,30 @@ impl Proxy {
     }
 }
 
+/// How long an idle client connection is kept open between requests (HTTP/1.1 keep-alive and
+/// HTTP/2 alike): nginx's `keepalive_timeout` and the cloud gateway's 75 s. Pingora's own default
+/// keeps idle HTTP/1.1 connections forever, which lets idle clients pile up without bound.
+pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// Caps the client connection's keep-alive at [`CLIENT_IDLE_TIMEOUT`]; connections that are not
+/// kept alive (`Connection: close`, HTTP/1.0) stay so.
+fn limit_keepalive(session: &mut Session) {
+    let cap = CLIENT_IDLE_TIMEOUT.as_secs();
+    if session.get_keepalive().is_some_and(|t| t == 0 || t > cap) {
+        session.set_keepalive(Some(cap));
+    }
+}
+
+/// What `request_filter` decided once routing is done.
+enum Next {
+    /// Go on to the pool.
+    Proxy,
+    /// Answer with a redirect: status and location.
+    Redirect(u16, String),
+    /// Answer with a gateway error; whether the connection may be kept.
+    Error(u16, bool),
+}
+
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct Ctx {
@@ -136,8 +161,9 @@ pub struct Ctx {
     set_cookie: Option<String>,
     /// The last failure happened before any request byte was sent (safe to replay anywhere).
     nothing_sent: bool,
-    /// Normalized path plus the original query: what the backend receives.
-    target: String,
+    /// Normalized path plus the original query, when normalization changed the path: what the
+    /// backend receives instead of the client's request target.
+    target: Option<String>,
     /// Host (or `:authority`) as the client sent it.
     authority: String,
     request_id: String,
@@ -169,6 +195,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        limit_keepalive(session);
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let Some(listener) = local.and_then(|a| self.gw.binds.lookup(a)) else {
             return Err(ProxyError::UnknownListener.into_pingora());
@@ -200,30 +227,44 @@ impl ProxyHttp for Proxy {
             let location = https_location(&ctx.authority, port, target);
             return respond::redirect(session, 308, &location).await;
         }
-        let path = req.uri.path().to_owned();
-        let query = req.uri.query().map(str::to_owned);
-        match self.gw.routes.decide(listener, &ctx.authority, &path) {
-            Decision::Matched { index, route, path } => {
-                ctx.route = Some(index);
-                let pool = match &route.target {
-                    Target::Pool(p) => *p,
-                    Target::Redirect(r) => {
-                        let location = r.location(&path, query.as_deref());
-                        return respond::redirect(session, r.status, &location).await;
+        let next = {
+            let req = session.req_header();
+            let query = req.uri.query();
+            match self
+                .gw
+                .routes
+                .decide(listener, &ctx.authority, req.uri.path())
+            {
+                Decision::Matched { index, route, path } => {
+                    ctx.route = Some(index);
+                    match &route.target {
+                        Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
+                        Target::Pool(pool) => {
+                            ctx.pool = Some(*pool);
+                            // A path that normalization left alone is sent on as it came.
+                            if let Cow::Owned(path) = path {
+                                ctx.target = Some(match query {
+                                    Some(q) => format!("{path}?{q}"),
+                                    None => path,
+                                });
+                            }
+                            if let Some(a) =
+                                self.gw.pools.get(*pool).and_then(|p| p.affinity.as_ref())
+                            {
+                                ctx.affinity = affinity::cookie(req, &a.cookie);
+                            }
+                            Next::Proxy
+                        }
                     }
-                };
-                ctx.pool = Some(pool);
-                ctx.target = match query {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path,
-                };
-                if let Some(a) = self.gw.pools.get(pool).and_then(|p| p.affinity.as_ref()) {
-                    ctx.affinity = affinity::cookie(session.req_header(), &a.cookie);
                 }
-                Ok(false)
+                Decision::NotFound => Next::Error(404, true),
+                Decision::BadPath(_) => Next::Error(400, false),
             }
-            Decision::NotFound => self.error(session, ctx, 404, true).await,
-            Decision::BadPath(_) => self.error(session, ctx, 400, false).await,
+        };
+        match next {
+            Next::Proxy => Ok(false),
+            Next::Redirect(status, location) => respond::redirect(session, status, &location).await,
+            Next::Error(code, keepalive) => self.error(session, ctx, code, keepalive).await,
         }
     }
 
@@ -322,11 +363,24 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let uri = ctx
-            .target
-            .parse::<http::Uri>()
-            .map_err(|e| ProxyError::Target(e).into_pingora())?;
-        upstream_request.set_uri(uri);
+        // Backends get origin-form: the normalized target, or the client's own when it was
+        // already normal and not in absolute form (HTTP/2 and absolute-form carry an authority).
+        let target = match &ctx.target {
+            Some(t) => Some(t.as_str()),
+            None if upstream_request.uri.authority().is_some() => Some(
+                upstream_request
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str()),
+            ),
+            None => None,
+        };
+        if let Some(target) = target {
+            let uri = target
+                .parse::<http::Uri>()
+                .map_err(|e| ProxyError::Target(e).into_pingora())?;
+            upstream_request.set_uri(uri);
+        }
         let l = self.gw.listeners.get(ctx.listener);
         let forwarded = headers::Forwarded {
             peer: ctx.peer,
@@ -582,7 +636,7 @@ impl Proxy {
 fn https_location(authority: &str, port: u16, target: &str) -> String {
     let host = host_of(authority);
     let host = if host.contains(':') {
-        format!("[{host}]")
+        Cow::Owned(format!("[{host}]"))
     } else {
         host
     };

@@ -5,6 +5,7 @@ pub mod normalize;
 
 pub use normalize::PathError;
 use normalize::{has_encoded_slash, normalize, Slashes};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A `hosts:` entry.
@@ -216,15 +217,15 @@ impl HostIndex {
 
 /// The outcome of routing one request.
 #[derive(Debug)]
-pub enum Decision<'a> {
+pub enum Decision<'a, 'p> {
     /// A route matched; the backend gets `path` (normalized) plus the original query.
     Matched {
         /// The route's position in the file.
         index: usize,
         /// The route.
         route: &'a Route,
-        /// The normalized path.
-        path: String,
+        /// The normalized path: borrowed from the request when it was already normal.
+        path: Cow<'p, str>,
     },
     /// No route matched: 404.
     NotFound,
@@ -276,7 +277,12 @@ impl RouteTable {
 
     /// Routes a request on `listener` for `authority` (a Host header value) and the raw path
     /// (without the query).
-    pub fn decide(&self, listener: usize, authority: &str, raw_path: &str) -> Decision<'_> {
+    pub fn decide<'p>(
+        &self,
+        listener: usize,
+        authority: &str,
+        raw_path: &'p str,
+    ) -> Decision<'_, 'p> {
         let host = host_of(authority);
         let path = match normalize(raw_path, Slashes::KeepEncoded) {
             Ok(p) => p,
@@ -323,7 +329,7 @@ impl RouteTable {
 }
 
 /// The lower-case host of a Host header or `:authority`, without port or trailing dot.
-pub fn host_of(authority: &str) -> String {
+pub fn host_of(authority: &str) -> Cow<'_, str> {
     let a = authority.trim();
     let host = if let Some(rest) = a.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.
@@ -337,7 +343,12 @@ pub fn host_of(authority: &str) -> String {
             }
         })
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]
@@ -362,7 +373,7 @@ mod tests {
         }
     }
 
-    fn name(d: Decision<'_>) -> String {
+    fn name(d: Decision<'_, '_>) -> String {
         match d {
             Decision::Matched { route, .. } => route.name.clone(),
             Decision::NotFound => "404".into(),

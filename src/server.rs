@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::pool::Prober;
 use crate::proxy::{Gateway, Proxy};
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -86,6 +87,9 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
 
     let mut proxy = HttpProxy::new(Proxy::new(gateway.clone()), server.configuration.clone());
     proxy.handle_init_modules();
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(crate::proxy::CLIENT_IDLE_TIMEOUT);
+    proxy.server_options = Some(options);
     let gate = ProxyProtocolGate::new(BindIndex::of(&config.listeners, |l| l.proxy_protocol));
     let expects_headers = !gate.is_empty();
     let mut service = Service::new("pinion".to_owned(), Front::new(proxy, gate.clone()));

@@ -4,7 +4,7 @@
 use super::certs::Identity;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslAcceptor;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -65,7 +65,8 @@ struct State {
     status: AtomicU16,
     delay_ms: AtomicU64,
     requests: Mutex<VecDeque<Recorded>>,
-    connections: Mutex<Vec<TcpStream>>,
+    /// Open connections by id, to reset them on `kill`; each leaves when it closes.
+    connections: Mutex<HashMap<usize, TcpStream>>,
 }
 
 impl Default for State {
@@ -78,7 +79,7 @@ impl Default for State {
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             requests: Mutex::new(VecDeque::new()),
-            connections: Mutex::new(Vec::new()),
+            connections: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -126,16 +127,20 @@ impl Backend {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                s.accepted.fetch_add(1, Ordering::SeqCst);
+                let id = s.accepted.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = stream.try_clone() {
                     s.connections
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push(clone);
+                        .insert(id, clone);
                 }
                 let (s, tls, n) = (s.clone(), tls.clone(), n.clone());
                 std::thread::spawn(move || {
                     serve(stream, tls, &s, &n);
+                    s.connections
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
                     s.closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -215,9 +220,9 @@ impl Backend {
             .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
+            .drain()
         {
-            let _ = c.shutdown(std::net::Shutdown::Both);
+            let _ = c.1.shutdown(std::net::Shutdown::Both);
         }
     }
 }

@@ -3,10 +3,10 @@
 use crate::config::ForwardedFor;
 use crate::listener::Cidr;
 use crate::routing::HeaderRewrite;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::Result;
+use pingora::{ErrorType, OrErr, Result};
 use rand::RngCore;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 /// The client's authority: `:authority` / absolute-form first (RFC 9112 §3.2.2), else `Host`.
@@ -22,11 +22,14 @@ pub fn authority(req: &RequestHeader) -> Option<&str> {
 
 /// A fresh request id: 128 random bits in hex.
 pub fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
+    // By hand rather than through `fmt`: this runs on every request.
     let mut id = String::with_capacity(32);
     for b in bytes {
-        let _ = write!(id, "{b:02x}");
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     id
 }
@@ -98,10 +101,16 @@ impl Forwarded<'_> {
             keep,
         )?;
         if let Some(port) = self.local_port {
-            put(req, "X-Forwarded-Port", &port.to_string(), keep)?;
+            put(req, "X-Forwarded-Port", HeaderValue::from(port), keep)?;
         }
-        put(req, "X-Forwarded-Host", self.authority, keep)?;
-        put(req, "X-Original-Host", self.authority, keep)?;
+        // The client's Host value is shared with the request buffer: cloning it copies nothing.
+        let host = match req.headers.get(http::header::HOST) {
+            Some(v) if v.as_bytes() == self.authority.as_bytes() => v.clone(),
+            _ => HeaderValue::from_str(self.authority)
+                .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid authority")?,
+        };
+        put(req, "X-Forwarded-Host", host.clone(), keep)?;
+        put(req, "X-Original-Host", host, keep)?;
         // The id in use is decided in request_filter (kept from a trusted proxy or new).
         req.insert_header("X-Request-Id", self.request_id)?;
         Ok(())
@@ -109,7 +118,12 @@ impl Forwarded<'_> {
 }
 
 /// Sets a header, unless `keep` and the request already has one.
-fn put(req: &mut RequestHeader, name: &'static str, value: &str, keep: bool) -> Result<()> {
+fn put<V: TryInto<HeaderValue>>(
+    req: &mut RequestHeader,
+    name: &'static str,
+    value: V,
+    keep: bool,
+) -> Result<()> {
     if keep && req.headers.contains_key(name) {
         return Ok(());
     }

@@ -1,5 +1,7 @@
 //! Request path normalization (RFC 3986 §6.2.2): what routes match on and what backends receive.
 
+use std::borrow::Cow;
+
 /// Why a path cannot be normalized; each is answered with 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -31,8 +33,28 @@ pub enum Slashes {
 
 /// Normalizes an origin-form path (without the query): decodes percent-encoded unreserved
 /// characters, upper-cases the remaining escapes, merges repeated slashes (as nginx does by
-/// default) and resolves `.` and `..` segments.
-pub fn normalize(path: &str, slashes: Slashes) -> Result<String, PathError> {
+/// default) and resolves `.` and `..` segments. A path that is already normal (nearly every
+/// request's) is returned as it is, without allocating.
+pub fn normalize(path: &str, slashes: Slashes) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(path) {
+        Ok(Cow::Borrowed(path))
+    } else {
+        rebuild(path, slashes).map(Cow::Owned)
+    }
+}
+
+/// Absolute, no escapes, no empty segment but the last, no `.` or `..` segment: `rebuild`
+/// would return it unchanged.
+fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    !path.contains('%')
+        && !path.contains("//")
+        && rest.split('/').all(|seg| seg != "." && seg != "..")
+}
+
+fn rebuild(path: &str, slashes: Slashes) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -127,7 +149,19 @@ mod tests {
     use super::*;
 
     fn n(p: &str) -> Result<String, PathError> {
-        normalize(p, Slashes::KeepEncoded)
+        normalize(p, Slashes::KeepEncoded).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed_and_equal_to_a_rebuild() {
+        for p in ["/", "/a", "/a/b/", "/a.b/c..d/.e", "/é/x", "/a/b/c/d/e/f"] {
+            let got = normalize(p, Slashes::KeepEncoded).unwrap();
+            assert!(matches!(got, Cow::Borrowed(_)), "{p}");
+            assert_eq!(got, rebuild(p, Slashes::KeepEncoded).unwrap(), "{p}");
+        }
+        for p in ["//a", "/a/./b", "/a/..", "/%61", "/a//", "/.", "a"] {
+            assert!(!is_normal(p), "{p}");
+        }
     }
 
     #[test]

@@ -28,6 +28,26 @@ fn scripted(identity: &Identity, script: Script) -> u16 {
     port
 }
 
+/// A backend that reads the start of the TLS handshake, then resets the connection (RST).
+fn resets_in_handshake() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let mut tcp = tcp.unwrap();
+            let mut hello = [0u8; 64];
+            let _ = tcp.read(&mut hello);
+            let linger = nix::sys::socket::sockopt::Linger;
+            let zero = nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&tcp, linger, &zero).unwrap();
+        }
+    });
+    port
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -71,8 +91,16 @@ fn misbehaving_backends_get_clean_errors_and_leak_nothing() {
     key.write(env.path(), "k");
     let mut pools = String::new();
     let mut routes = String::new();
-    for (name, script, _) in &cases {
-        let port = scripted(&key, *script);
+    let ports = cases.iter().map(|(_, script, _)| scripted(&key, *script));
+    let names = cases.iter().map(|(name, _, _)| *name);
+    let statuses = cases.iter().map(|(_, _, status)| *status);
+    let cases: Vec<(&str, u16, u16)> = names
+        .chain(["resets-in-handshake"])
+        .zip(ports.chain([resets_in_handshake()]))
+        .zip(statuses.chain([502]))
+        .map(|((name, port), status)| (name, port, status))
+        .collect();
+    for (name, port, _) in &cases {
         pools.push_str(&format!(
             "  - name: {name}\n    servers: [127.0.0.1:{port}]\n    probe: false\n    retries: 0\n    timeouts: {{request_seconds: 1}}\n    tls:\n      pins: [{{cert: k.pem}}]\n"
         ));
@@ -89,6 +117,23 @@ fn misbehaving_backends_get_clean_errors_and_leak_nothing() {
             let r = get(gw.port(), "h", &format!("/{name}"));
             assert_eq!(r.status, *status, "{name} (round {round}): {}", gw.logs());
         }
+    }
+    // One log line per failed request, naming the pool and the answer.
+    for (name, _, status) in &cases {
+        let needle = format!("pool {name} server");
+        let lines: Vec<String> = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines.len(), 3, "{name}: {lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains(&format!("answered {status}"))),
+            "{name}: {lines:#?}"
+        );
     }
     assert_eq!(get(gw.port(), "h", "/nothing").status, 404, "still serving");
     wait_for(

@@ -1,10 +1,11 @@
 //! The client-facing side: SNI certificates, TLS policy, HTTP/2 and WebSocket.
 
 use crate::harness::client::read_head;
-use crate::harness::{Backend, Ca, Env, Identity};
+use crate::harness::{Backend, Ca, Conn, Env, Identity};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// What a test client offers in its ClientHello.
 #[derive(Default, Clone, Copy)]
@@ -294,6 +295,62 @@ fn http2_clients_are_served_over_http1_backends_and_http2_can_be_turned_off() {
         h2_get(gw.port(), "x", "/"),
         Err("h2 not negotiated".to_owned())
     );
+}
+
+#[test]
+fn idle_client_connections_are_closed_after_75_seconds_over_http1_and_http2() {
+    let env = Env::new();
+    let backend = Backend::plain("b");
+    let yaml = listener_with(&env, "") + &plain_pool(&backend);
+    let gw = env.start(&yaml);
+    let port = gw.port();
+    let h1 = std::thread::spawn(move || {
+        let mut c = Conn::tls(port);
+        let r = c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.status, 200);
+        let idle = Instant::now();
+        assert!(
+            c.wait_closed(),
+            "the server sent bytes on an idle connection"
+        );
+        idle.elapsed()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let h2_idle = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_alpn_protos(b"\x02h2").unwrap();
+        let ssl = b
+            .build()
+            .configure()
+            .unwrap()
+            .into_ssl("localhost")
+            .unwrap();
+        let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+        std::pin::Pin::new(&mut tls).connect().await.unwrap();
+        let (client, conn) = h2::client::handshake(tls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::get("https://h/").body(()).unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 200);
+        let idle = Instant::now();
+        let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
+        idle.elapsed()
+    });
+    let h1_idle = h1.join().unwrap();
+    for (what, idle) in [("HTTP/1.1", h1_idle), ("HTTP/2", h2_idle)] {
+        assert!(
+            idle >= Duration::from_secs(74) && idle < Duration::from_secs(100),
+            "{what}: closed after {idle:?}, expected 75 s"
+        );
+    }
 }
 
 /// A WebSocket echo server behind TLS: answers the upgrade, then echoes frames back.

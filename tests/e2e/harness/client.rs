@@ -111,6 +111,21 @@ impl Conn {
         self.read_response()
     }
 
+    /// Blocks until the server closes the connection (read timeout: 30 s per read); `false` if
+    /// the server sent bytes instead.
+    pub fn wait_closed(&mut self) -> bool {
+        loop {
+            let mut chunk = [0u8; 64];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 8192];
         match self.stream.read(&mut chunk) {

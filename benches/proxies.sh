@@ -1,0 +1,145 @@
+# Shared by benches/load.sh and benches/instructions.sh (sourced, not run): the certificates, the
+# TLS backend and the configurations of pinion, the Pingora floor, nginx and HAProxy doing the
+# same job. Everything listens on 127.0.0.1 only.
+#
+# The job, identical for all: TLS 1.3 from the client with an ECDSA P-256 certificate; a new TLS
+# connection to the backend, verified against the backend's self-signed certificate (a pin for
+# pinion, that certificate as the trusted CA and name for the others); upstream keep-alive;
+# X-Forwarded-For added; one worker thread or process each.
+
+WRAP=()
+BACKEND=19443 PINION_PORT=18443 NGINX_PORT=18444 HAPROXY_PORT=18445 FLOOR_PORT=18446 ADMIN=19901
+
+# Writes certificates and configurations into $WORK.
+write_setup() {
+  local gen
+  gen() { # name cn
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=$2" -addext "subjectAltName=DNS:$2" -keyout "$WORK/$1.key" -out "$WORK/$1.pem" 2>/dev/null
+  }
+  gen front localhost
+  gen backend backend.local
+  cat "$WORK/front.pem" "$WORK/front.key" > "$WORK/front-combined.pem"
+
+  cat > "$WORK/nginx-backend.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx-backend.pid;
+error_log $WORK/nginx-backend.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$BACKEND ssl;
+    ssl_certificate $WORK/backend.pem;
+    ssl_certificate_key $WORK/backend.key;
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
+
+  cat > "$WORK/pinion.yaml" <<CONF
+server:
+  threads: 1
+  pid_file: $WORK/pinion.pid
+  upgrade_sock: $WORK/pinion.sock
+admin:
+  bind: 127.0.0.1:$ADMIN
+listeners:
+  - name: https
+    bind: 127.0.0.1:$PINION_PORT
+    tls:
+      certificates: [{cert: front.pem, key: front.key}]
+      min_version: "1.3"
+      http2: false
+pools:
+  - name: backend
+    servers: [127.0.0.1:$BACKEND]
+    probe: false
+    tls:
+      sni: backend.local
+      pins: [{cert: backend.pem}]
+routes:
+  - name: all
+    pool: backend
+CONF
+
+  cat > "$WORK/nginx-proxy.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $WORK/front.pem;
+    ssl_certificate_key $WORK/front.key;
+    ssl_protocols TLSv1.3;
+    location / {
+      proxy_pass https://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_ssl_server_name on;
+      proxy_ssl_name backend.local;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $WORK/backend.pem;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+CONF
+
+  cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT ssl crt $WORK/front-combined.pem ssl-min-ver TLSv1.3
+  option forwardfor
+  default_backend be
+backend be
+  http-reuse always
+  server b 127.0.0.1:$BACKEND ssl verify required ca-file $WORK/backend.pem sni str(backend.local) verifyhost backend.local
+CONF
+}
+
+start_backend() {
+  nginx -c "$WORK/nginx-backend.conf" -p "$WORK" 2>/dev/null
+}
+
+stop_backend() {
+  [ -f "$WORK/nginx-backend.pid" ] && kill "$(cat "$WORK/nginx-backend.pid")" 2>/dev/null || true
+}
+
+# Becomes proxy $1, one process in the foreground, under the command in the WRAP array when set
+# (benches/instructions.sh puts valgrind there). Call it in the background, `run_proxy NAME &`,
+# so that $! is the proxy's process id.
+run_proxy() {
+  export RUST_LOG=warn
+  case $1 in
+    pinion) exec "${WRAP[@]}" "$PINION" -c "$WORK/pinion.yaml" ;;
+    floor) exec "${WRAP[@]}" "$FLOOR" $FLOOR_PORT $BACKEND "$WORK/front.pem" "$WORK/front.key" ;;
+    nginx) exec "${WRAP[@]}" nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" -g "daemon off; master_process off;" ;;
+    haproxy) exec "${WRAP[@]}" haproxy -f "$WORK/haproxy.cfg" -db ;;
+  esac
+}
+
+port_of() {
+  case $1 in pinion) echo $PINION_PORT ;; floor) echo $FLOOR_PORT ;; nginx) echo $NGINX_PORT ;; haproxy) echo $HAPROXY_PORT ;; esac
+}
+
+# Waits until the proxy on port $1 answers through the backend (deadline: $2 tenths of a second).
+wait_answers() {
+  for _ in $(seq "${2:-100}"); do curl -skf "https://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
+  curl -skf "https://127.0.0.1:$1/" >/dev/null
+}
