@@ -11,10 +11,11 @@ use crate::tls::name_matches;
 use async_trait::async_trait;
 use log::warn;
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
+use pingora::listeners::{ListenerConfig, TlsAccept};
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::services::listening::Service;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
-use pingora::tls::ssl::SslVersion;
+use pingora::tls::ssl::{SslMode, SslVersion};
 use pingora::tls::ssl::{NameType, SslRef};
 use std::net::SocketAddr;
 
@@ -95,14 +96,23 @@ pub fn add_all<A>(service: &mut Service<A>, listeners: &[Listener]) -> Result<()
     for l in listeners {
         for bind in &l.binds {
             let addr = bind.to_string();
+            let endpoint = ListenerConfig::tcp(addr).l4_buffer(L4_BUFFER);
             match &l.tls {
-                Some(tls) => service.add_tls_with_settings(&addr, None, settings(&l.name, tls)?),
-                None => service.add_tcp(&addr),
+                Some(tls) => service.add_listener(endpoint.tls(settings(&l.name, tls)?)),
+                None => service.add_listener(endpoint),
             }
         }
     }
     Ok(())
 }
+
+/// Client sockets read through a 16 KiB buffer, one full TLS record, instead of Pingora's
+/// 64 KiB: the buffer lives as long as the connection, and 48 KiB less of it per idle
+/// keep-alive client is most of a connection's memory (docs/benchmarks.md).
+const L4_BUFFER: L4BufferSettings = L4BufferSettings {
+    read: Some(16 * 1024),
+    write: None,
+};
 
 /// OpenSSL acceptor settings for one TLS listener. One certificate is configured on the
 /// context; several are chosen per handshake by SNI.
@@ -138,6 +148,8 @@ fn settings(listener: &str, tls: &ListenerTls) -> Result<TlsSettings, ListenerEr
     if tls.http2 {
         s.enable_h2();
     }
+    // Idle connections give their TLS record buffers back (about 34 KiB each).
+    s.set_mode(SslMode::RELEASE_BUFFERS);
     Ok(s)
 }
 
