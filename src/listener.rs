@@ -15,8 +15,8 @@ use pingora::listeners::{ListenerConfig, TlsAccept};
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::services::listening::Service;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
-use pingora::tls::ssl::{SslMode, SslVersion};
 use pingora::tls::ssl::{NameType, SslRef};
+use pingora::tls::ssl::{SslMode, SslVersion};
 use std::net::SocketAddr;
 
 /// Errors setting up a listener's sockets or TLS.

@@ -127,7 +127,11 @@ pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 
 /// Caps the client connection's keep-alive at [`CLIENT_IDLE_TIMEOUT`]; connections that are not
 /// kept alive (`Connection: close`, HTTP/1.0) stay so.
+///
+/// HTTP/1.1 requests pipelined on the connection are answered in order, as nginx and HAProxy
+/// do (Pingora's default answers the first and closes).
 fn limit_keepalive(session: &mut Session) {
+    session.as_downstream_mut().set_pipelining_enabled(true);
     let cap = CLIENT_IDLE_TIMEOUT.as_secs();
     if session.get_keepalive().is_some_and(|t| t == 0 || t > cap) {
         session.set_keepalive(Some(cap));

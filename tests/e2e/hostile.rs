@@ -82,3 +82,25 @@ fn conflicting_lengths_and_obs_fold_are_never_forwarded_as_two_requests() {
         "a smuggled request reached the backend: {seen:?}"
     );
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let backend = Backend::plain("b");
+    let (_gw, plain) = plain_gateway(&backend);
+    let answer = raw(
+        plain,
+        b"GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /two HTTP/1.1\r\nHost: h\r\n\r\nPOST /three HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /four HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let bodies: Vec<&str> = answer
+        .split("\r\n\r\n")
+        .filter_map(|part| part.strip_prefix("b "))
+        .map(|b| b.split('\n').next().unwrap_or(""))
+        .collect();
+    assert_eq!(bodies, ["/one", "/two", "/three", "/four"], "{answer}");
+    let seen: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(seen, ["/one", "/two", "/three", "/four"]);
+}
