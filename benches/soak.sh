@@ -10,7 +10,6 @@
 # once the clients are gone. Everything listens on 127.0.0.1. Needs only cargo.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ulimit -n "$(ulimit -Hn)"
 cd "$ROOT"
 PINION_SOAK_SECONDS=${1:-600} PINION_SOAK_CONNECTIONS=${2:-5000} PINION_SOAK_RATE=${3:-2000} \
   cargo test --release --locked --test e2e soak -- --ignored --nocapture

@@ -128,12 +128,18 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
 /// before the machine runs out of anything.
 fn raise_open_file_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => log::info!("open file limit raised from {soft} to {hard}"),
-            Err(e) => log::warn!("cannot raise the open file limit from {soft}: {e}"),
-        },
-        Ok((soft, _)) => log::info!("open file limit {soft}"),
-        Err(e) => log::warn!("cannot read the open file limit: {e}"),
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => return log::warn!("cannot read the open file limit: {e}"),
+    };
+    // An unlimited hard limit still stops at the kernel's fs.nr_open (1,048,576 by default).
+    let raised = [hard, 1 << 20]
+        .into_iter()
+        .filter(|&target| target > soft)
+        .find(|&target| setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok());
+    match raised {
+        Some(target) => log::info!("open file limit raised from {soft} to {target}"),
+        None if soft < hard => log::warn!("cannot raise the open file limit above {soft}"),
+        None => log::info!("open file limit {soft}"),
     }
 }

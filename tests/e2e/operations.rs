@@ -594,3 +594,39 @@ fn preflight_prints_each_backend_and_fails_when_one_would_be_rejected() {
     assert!(line.contains("GMT"), "expiry shown: {line}");
     assert_eq!(impostor.request_bytes(), 0);
 }
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
+    use nix::sys::resource::{getrlimit, Resource};
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let yaml = format!(
+        "{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port
+    );
+    let file = env.write_config(&yaml);
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // The shell lowers the soft limit, then becomes pinion (same process id).
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -S -n 256 && exec "$0" -c "$1""#)
+        .arg(env!("CARGO_BIN_EXE_pinion"))
+        .arg(&file)
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("the gateway to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", env.port)).ok()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(soft > 256, "soft limit still {soft}: {limits}");
+    assert_eq!(soft, hard.min(1 << 20), "{limits}");
+}
