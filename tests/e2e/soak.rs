@@ -177,13 +177,20 @@ fn soak_thousands_of_clients_with_no_errors_flat_memory_and_no_descriptor_growth
     let connections = knob("PINION_SOAK_CONNECTIONS", 5000).min(limit.saturating_sub(500) / 2);
     let rate = knob("PINION_SOAK_RATE", 500).max(1);
 
+    // Two backends, so that a connection the loopback fixture is too slow to accept (a starved
+    // CI machine) is retried on the other; the connect timeout is generous for the same reason.
+    // What is measured is pinion, not the fixture.
     let identity = Identity::self_signed(&["backend.soak"]);
-    let backend = Backend::https("soak", &identity);
+    let backends = [
+        Backend::https("soak", &identity),
+        Backend::https("soak", &identity),
+    ];
     let env = Env::new();
     let (cert, _) = identity.write(env.path(), "backend");
     let pools = format!(
-        "  - name: soak\n    servers: [127.0.0.1:{}]\n    probe: {{interval_seconds: 5}}\n    timeouts: {{idle_seconds: 5}}\n    tls:\n      sni: backend.soak\n      pins: [{{cert: {}}}]\n",
-        backend.port,
+        "  - name: soak\n    servers: [127.0.0.1:{}, 127.0.0.1:{}]\n    probe: {{interval_seconds: 5}}\n    timeouts: {{connect_seconds: 20, idle_seconds: 5}}\n    tls:\n      sni: backend.soak\n      pins: [{{cert: {}}}]\n",
+        backends[0].port,
+        backends[1].port,
         cert.display()
     );
     let gw = env.serve(&pools, "  - name: all\n    pool: soak\n");

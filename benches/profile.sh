@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Where the CPU goes: a perf profile of pinion (or the Pingora floor) under keep-alive load from
+# wrk, printed as the top functions and drawn as a flame graph (SVG). The setup is the load
+# benchmark's (benches/proxies.sh); everything listens on 127.0.0.1.
+#
+#   benches/profile.sh [pinion|floor] [SECONDS]     (defaults: pinion, 10 s)
+#
+# Needs: perf (Debian: linux-perf), wrk, nginx, openssl, curl; for the SVG, inferno
+# (`cargo install inferno`). Uses the cpu-clock event, so it also works where hardware counters
+# are not available (virtual machines).
+set -euo pipefail
+NAME=${1:-pinion}
+DURATION=${2:-10}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/pinion-profile.XXXXXX)
+. "$ROOT/benches/proxies.sh"
+PROXY_PID=""
+cleanup() {
+  [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true
+  stop_backend
+}
+trap cleanup EXIT
+for tool in perf wrk nginx openssl curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf wrk nginx openssl curl)"; exit 1; }
+done
+(cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
+PINION="$ROOT/target/release/pinion"
+FLOOR="$ROOT/target/release/examples/pingora_floor"
+write_setup
+start_backend
+run_proxy "$NAME" 2>"$WORK/$NAME.err" &
+PROXY_PID=$!
+wait_answers "$(port_of "$NAME")"
+
+wrk -t1 -c50 -d$((DURATION + 2))s "https://127.0.0.1:$(port_of "$NAME")/" >"$WORK/wrk.out" 2>&1 &
+sleep 1
+perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$PROXY_PID" -o "$WORK/perf.data" \
+  -- sleep "$DURATION" 2>"$WORK/perf.err"
+wait
+grep -E "Requests/sec" "$WORK/wrk.out"
+echo "top functions (self time, % of samples):"
+perf report -i "$WORK/perf.data" --no-children --sort sym --stdio 2>/dev/null \
+  | grep -E '^ +[0-9]' | head -30
+if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+  perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$WORK/$NAME.svg"
+  echo "flame graph: $WORK/$NAME.svg"
+else
+  echo "no flame graph: cargo install inferno (perf data: $WORK/perf.data)"
+fi
