@@ -33,13 +33,16 @@ PROXY_PID=$!
 wait_answers "$(port_of "$NAME")"
 
 wrk -t1 -c50 -d$((DURATION + 2))s "https://127.0.0.1:$(port_of "$NAME")/" >"$WORK/wrk.out" 2>&1 &
+WRK_PID=$!
 sleep 1
 perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$PROXY_PID" -o "$WORK/perf.data" \
   -- sleep "$DURATION" 2>"$WORK/perf.err"
-wait
+wait "$WRK_PID"
 grep -E "Requests/sec" "$WORK/wrk.out"
+echo "by binary (% of samples; the statically linked OpenSSL counts as the proxy's own):"
+perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
 echo "top functions (self time, % of samples):"
-perf report -i "$WORK/perf.data" --no-children --sort sym --stdio 2>/dev/null \
+perf report -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null \
   | grep -E '^ +[0-9]' | head -30
 if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
   perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$WORK/$NAME.svg"
