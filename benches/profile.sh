@@ -40,10 +40,10 @@ perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$PROXY_PID" -o "$WO
 wait "$WRK_PID"
 grep -E "Requests/sec" "$WORK/wrk.out"
 echo "by binary (% of samples; the statically linked OpenSSL counts as the proxy's own):"
-perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6 || true
 echo "top functions (self time, % of samples):"
 perf report -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null \
-  | grep -E '^ +[0-9]' | head -30
+  | grep -E '^ +[0-9]' | head -30 || true
 if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
   perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$WORK/$NAME.svg"
   echo "flame graph: $WORK/$NAME.svg"
