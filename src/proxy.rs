@@ -2,8 +2,15 @@
 //! that owns it (routing, pool, upstream, headers). See docs/architecture.md for the phase map.
 
 mod affinity;
+mod context;
+mod error;
 pub mod headers;
 mod respond;
+
+pub use context::Ctx;
+use context::{pool_index, InFlight, Next};
+use error::status_for;
+pub use error::ProxyError;
 
 use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ErrorPage, HostHeader, Listener};
@@ -11,65 +18,16 @@ use crate::listener::BindIndex;
 use crate::metrics::{Metrics, TlsFailure};
 use crate::pool::{Pool, SelectKey};
 use crate::routing::{host_of, Decision, Route, RouteTable, Target};
-use crate::upstream::{self, PinError};
+use crate::upstream;
 use async_trait::async_trait;
 use log::{error, warn};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorType, Result};
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-
-/// Errors raised by pinion itself while proxying a request.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// The connection arrived on a socket no listener owns (a bug, not a client error).
-    #[error("connection on an unknown local address")]
-    UnknownListener,
-    /// The request reached `upstream_peer` without a routed pool.
-    #[error("no pool was selected for this request")]
-    NoPool,
-    /// The pool has no healthy server left to try.
-    #[error("pool {pool}: no healthy server left to try: {servers}")]
-    NoServer { pool: String, servers: String },
-    /// The backend failed the pool's whitelist.
-    #[error("pool {pool} server {server}: {reason}")]
-    Rejected {
-        pool: String,
-        server: String,
-        reason: PinError,
-    },
-    /// The normalized path could not be turned back into a request target.
-    #[error("cannot build the upstream request target: {0}")]
-    Target(#[from] http::uri::InvalidUri),
-}
-
-impl ProxyError {
-    /// The Pingora error for this failure, with the status it maps to.
-    fn into_pingora(self) -> Box<Error> {
-        let etype = match &self {
-            ProxyError::Rejected { .. } => ErrorType::InvalidCert,
-            ProxyError::NoServer { .. } => ErrorType::ConnectNoRoute,
-            ProxyError::UnknownListener | ProxyError::NoPool | ProxyError::Target(_) => {
-                ErrorType::InternalError
-            }
-        };
-        let upstream = matches!(
-            self,
-            ProxyError::Rejected { .. } | ProxyError::NoServer { .. }
-        );
-        let mut e = Error::because(etype, "pinion", self);
-        e.set_retry(false);
-        if upstream {
-            e.into_up()
-        } else {
-            e.into_in()
-        }
-    }
-}
 
 /// Everything a request needs, built once from a validated configuration.
 pub struct Gateway {
@@ -136,55 +94,6 @@ fn limit_keepalive(session: &mut Session) {
     if session.get_keepalive().is_some_and(|t| t == 0 || t > cap) {
         session.set_keepalive(Some(cap));
     }
-}
-
-/// What `request_filter` decided once routing is done.
-enum Next {
-    /// Go on to the pool.
-    Proxy,
-    /// Answer with a redirect: status and location.
-    Redirect(u16, String),
-    /// Answer with a gateway error; whether the connection may be kept.
-    Error(u16, bool),
-}
-
-/// Per-request state.
-#[derive(Debug, Default)]
-pub struct Ctx {
-    listener: usize,
-    route: Option<usize>,
-    pool: Option<usize>,
-    server: Option<usize>,
-    /// Servers tried for this request, in order.
-    tried: Vec<usize>,
-    /// Counts this request in its server's in-flight requests while it lives.
-    in_flight: Option<InFlight>,
-    /// The affinity cookie the client sent.
-    affinity: Option<String>,
-    /// The affinity cookie to set on the response.
-    set_cookie: Option<String>,
-    /// The last failure happened before any request byte was sent (safe to replay anywhere).
-    nothing_sent: bool,
-    /// Normalized path plus the original query, when normalization changed the path: what the
-    /// backend receives instead of the client's request target.
-    target: Option<String>,
-    /// Host (or `:authority`) as the client sent it.
-    authority: String,
-    request_id: String,
-    /// Set when pinion already logged why the request failed.
-    logged: bool,
-    /// The address the connection came from (the PROXY header's, with `proxy_protocol`).
-    peer: Option<SocketAddr>,
-    /// Whether that peer is a trusted proxy.
-    trusted: bool,
-    /// The client: the peer, or from a trusted proxy the first untrusted X-Forwarded-For entry.
-    client: Option<IpAddr>,
-    /// When the request started.
-    start: Option<(Instant, SystemTime)>,
-    /// When the current server was chosen.
-    upstream_start: Option<Instant>,
-    /// TLS version of the backend connection.
-    upstream_tls: Option<String>,
 }
 
 #[async_trait]
@@ -656,61 +565,6 @@ fn version_str(v: http::Version) -> &'static str {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2.0",
         _ => "HTTP/1.1",
-    }
-}
-
-fn pool_index(ctx: &Ctx) -> usize {
-    ctx.pool.unwrap_or_default()
-}
-
-/// Counts a request in its server's in-flight requests until dropped (with the request's
-/// context, whatever way the request ends).
-#[derive(Debug)]
-struct InFlight {
-    pools: Arc<Vec<Pool>>,
-    pool: usize,
-    server: usize,
-}
-
-impl InFlight {
-    fn new(pools: Arc<Vec<Pool>>, pool: usize, server: usize) -> InFlight {
-        if let Some(s) = pools.get(pool).and_then(|p| p.servers.get(server)) {
-            s.in_flight
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        InFlight {
-            pools,
-            pool,
-            server,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(s) = self
-            .pools
-            .get(self.pool)
-            .and_then(|p| p.servers.get(self.server))
-        {
-            s.in_flight
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-/// The status a failed request is answered with.
-fn status_for(e: &Error) -> u16 {
-    match (e.etype(), e.esource()) {
-        (ErrorType::HTTPStatus(code), _) => *code,
-        (ErrorType::ReadTimedout, ErrorSource::Upstream) => 504,
-        (_, ErrorSource::Upstream) => 502,
-        (
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-            ErrorSource::Downstream,
-        ) => 0,
-        (_, ErrorSource::Downstream) => 400,
-        (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
     }
 }
 
