@@ -1,7 +1,7 @@
 //! The client-facing side: SNI certificates, TLS policy, HTTP/2 and WebSocket.
 
-use crate::harness::client::read_head;
-use crate::harness::{Backend, Ca, Conn, Env, Identity};
+use crate::harness::client::{connector, read_head, tls_stream};
+use crate::harness::{plain_pool, Backend, Ca, Conn, Env, Identity};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -47,10 +47,6 @@ fn presented_cn(s: &SslStream<TcpStream>) -> String {
         .to_string()
         .unwrap();
     cn
-}
-
-fn plain_pool(backend: &Backend) -> String {
-    format!("pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n", backend.port)
 }
 
 #[test]
@@ -219,23 +215,7 @@ fn h2_get(port: u16, authority: &str, path: &str) -> Result<(u16, String), Strin
         .build()
         .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        b.set_alpn_protos(b"\x02h2").unwrap();
-        let ssl = b
-            .build()
-            .configure()
-            .unwrap()
-            .into_ssl("localhost")
-            .unwrap();
-        let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-        std::pin::Pin::new(&mut tls)
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let tls = tls_stream(&connector(Some(b"\x02h2")), port).await?;
         if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
             return Err("h2 not negotiated".to_owned());
         }

@@ -9,7 +9,7 @@ pub mod load;
 pub use backend::{one, Backend};
 pub use certs::{Ca, Identity};
 pub use client::{get, request, Conn, Response};
-pub use gateway::{free_port, pinion, Env};
+pub use gateway::{free_port, pinion, plain_pool, Env};
 
 use std::time::{Duration, Instant};
 

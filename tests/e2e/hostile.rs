@@ -9,9 +9,9 @@ fn plain_gateway(backend: &Backend) -> (crate::harness::gateway::Gateway, u16) {
     let env = Env::new();
     let plain = crate::harness::free_port();
     let yaml = format!(
-        "{}  - name: plain\n    bind: 127.0.0.1:{plain}\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        "{}  - name: plain\n    bind: 127.0.0.1:{plain}\n{}",
         env.listeners(),
-        backend.port
+        crate::harness::plain_pool(backend)
     );
     (env.start(&yaml), plain)
 }

@@ -1,7 +1,7 @@
 //! Operations: admin endpoints, metrics, access log, draining and graceful reload.
 
 use crate::harness::load::Load;
-use crate::harness::{free_port, get, pinion, wait_for, Backend, Conn, Env, Identity};
+use crate::harness::{free_port, get, pinion, plain_pool, wait_for, Backend, Conn, Env, Identity};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -282,10 +282,10 @@ fn sigterm_drains_healthz_503_while_serving_then_exits_zero() {
     let env = Env::new();
     let admin = free_port();
     let yaml = format!(
-        "{}admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        "{}admin:\n  bind: 127.0.0.1:{admin}\n{}{}",
         env.server_section(3),
         env.listeners(),
-        backend.port
+        plain_pool(&backend)
     );
     let mut gw = env.start(&yaml);
     assert_eq!(admin_get(admin, "/healthz").status, 200);
@@ -307,11 +307,7 @@ fn sigterm_drains_healthz_503_while_serving_then_exits_zero() {
 fn reload_with_a_broken_file_changes_nothing() {
     let backend = Backend::plain("b");
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
-        env.listeners(),
-        backend.port
-    );
+    let yaml = env.listeners() + &plain_pool(&backend);
     let gw = env.start(&yaml);
     let broken = gw.env.path().join("broken.yaml");
     std::fs::write(&broken, yaml.replace("pool: p", "pool: nope")).unwrap();
@@ -363,11 +359,7 @@ fn reload(gw: &crate::harness::gateway::Gateway, file: &std::path::Path) {
 fn reload_onto_an_occupied_port_changes_nothing_and_says_why() {
     let backend = Backend::plain("b");
     let env = Env::new();
-    let base = format!(
-        "{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
-        env.listeners(),
-        backend.port
-    );
+    let base = env.listeners() + &plain_pool(&backend);
     let gw = env.start(&base);
     let pid = gw.pid();
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -600,11 +592,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
     use nix::sys::resource::{getrlimit, Resource};
     let backend = Backend::plain("b");
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
-        env.listeners(),
-        backend.port
-    );
+    let yaml = env.listeners() + &plain_pool(&backend);
     let file = env.write_config(&yaml);
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     // The shell lowers the soft limit, then becomes pinion (same process id).

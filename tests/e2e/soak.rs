@@ -12,8 +12,9 @@
 //! (requests per second over all connections, 500: a debug build on two shared cores keeps up
 //! with it with room to spare; a release build takes far more).
 
+use crate::harness::client::{connector, tls_stream};
 use crate::harness::{wait_for, Backend, Env, Identity};
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::SslConnector;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,21 +125,7 @@ async fn client(
     tally: Arc<Tally>,
 ) {
     tokio::time::sleep_until(start).await;
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let ssl = connector
-            .configure()
-            .and_then(|c| c.into_ssl("localhost"))
-            .map_err(|e| e.to_string())?;
-        let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
-        std::pin::Pin::new(&mut s)
-            .connect()
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        Ok::<_, String>(s)
-    };
+    let connect = tls_stream(&connector, port);
     let mut s = match tokio::time::timeout(Duration::from_secs(30), connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return tally.error(e),
@@ -204,9 +191,7 @@ fn soak_thousands_of_clients_with_no_errors_flat_memory_and_no_descriptor_growth
         .build()
         .unwrap();
     let tally = Arc::new(Tally::default());
-    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
-    connector.set_verify(SslVerifyMode::NONE);
-    let connector = connector.build();
+    let client_tls = connector(None);
     // Connections open evenly over the first third of the run; each then sends one request per
     // `period`, so the whole run holds `rate` requests per second once all are open.
     let begin = tokio::time::Instant::now();
@@ -219,7 +204,7 @@ fn soak_thousands_of_clients_with_no_errors_flat_memory_and_no_descriptor_growth
             let start = begin + ramp.mul_f64(i as f64 / connections as f64);
             rt.spawn(client(
                 gw.port(),
-                connector.clone(),
+                client_tls.clone(),
                 start,
                 period,
                 until,

@@ -33,6 +33,37 @@ pub struct Conn {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// A client TLS setup that accepts the gateway's test certificate, offering `alpn` (wire
+/// format, e.g. `b"\x02h2"`) when given.
+pub fn connector(alpn: Option<&[u8]>) -> SslConnector {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    if let Some(protos) = alpn {
+        b.set_alpn_protos(protos).unwrap();
+    }
+    b.build()
+}
+
+/// An async TLS connection to the gateway on 127.0.0.1:`port` with SNI `localhost`.
+pub async fn tls_stream(
+    connector: &SslConnector,
+    port: u16,
+) -> Result<tokio_openssl::SslStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let ssl = connector
+        .configure()
+        .and_then(|c| c.into_ssl("localhost"))
+        .map_err(|e| e.to_string())?;
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+    std::pin::Pin::new(&mut tls)
+        .connect()
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(tls)
+}
+
 impl Conn {
     /// A TLS connection to the gateway on 127.0.0.1:`port` (no ALPN: HTTP/1.1).
     pub fn tls(port: u16) -> Conn {
@@ -54,9 +85,7 @@ impl Conn {
             .unwrap();
         tcp.set_nonblocking(false).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        let s = b.build().connect("localhost", tcp).unwrap();
+        let s = connector(None).connect("localhost", tcp).unwrap();
         Conn {
             stream: Box::new(s),
             buf: Vec::new(),
@@ -68,10 +97,7 @@ impl Conn {
         let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
-        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        let s = b
-            .build()
+        let s = connector(None)
             .connect("localhost", tcp)
             .map_err(|e| e.to_string())?;
         Ok(Conn {

@@ -1,5 +1,6 @@
 //! The real `pinion` binary, started on a generated YAML file.
 
+use super::backend::Backend;
 use super::certs::Identity;
 use super::wait_for;
 use std::net::{TcpListener, TcpStream};
@@ -40,6 +41,15 @@ fn ephemeral_start() -> u32 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(32_768)
+}
+
+/// `pools:` and `routes:` sections: one plain-HTTP pool `p` on `backend`, without probes, and a
+/// catch-all route `all` to it.
+pub fn plain_pool(backend: &Backend) -> String {
+    format!(
+        "pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        backend.port
+    )
 }
 
 /// The ports of every `bind: 127.0.0.1:PORT` in a configuration.
