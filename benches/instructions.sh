@@ -21,29 +21,20 @@ N=${1:-2000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/pinion-instr.XXXXXX)
 . "$ROOT/benches/proxies.sh"
-PROXY_PID=""
-cleanup() {
-  [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true
-  stop_backend
-}
-trap cleanup EXIT
-for tool in valgrind callgrind_annotate h2load nginx haproxy openssl curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install valgrind nghttp2-client nginx haproxy openssl curl python3)"; exit 1; }
-done
-(cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
-PINION="$ROOT/target/release/pinion"
-FLOOR="$ROOT/target/release/examples/pingora_floor"
-write_setup
-start_backend
+prepare "valgrind nghttp2-client nginx haproxy openssl curl python3" \
+  valgrind callgrind_annotate h2load nginx haproxy openssl curl python3
 
 # Runs proxy $1 under callgrind, sends it $3 requests in mode $2, stops it; prints the file.
 count() {
-  local name=$1 mode=$2 n=$3 port out
+  local name=$1 mode=$2 n=$3 port out pid
   port=$(port_of "$name")
   out="$WORK/callgrind.$name.$mode.$n"
   WRAP=(valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no --compress-strings=no)
   run_proxy "$name" 2>"$WORK/$name.$mode.$n.err" &
-  PROXY_PID=$!
+  pid=$!
+  # count runs in a command substitution, a subshell: the script's own cleanup cannot see this
+  # proxy, so the subshell stops it when it ends, finished or failed.
+  trap "kill -INT $pid 2>/dev/null || true" EXIT
   wait_answers "$port" 600 || { echo "$name does not answer under valgrind" >&2; exit 1; }
   if [ "$mode" = keepalive ]; then
     h2load --h1 -n "$n" -c 10 "https://127.0.0.1:$port/" >"$WORK/h2load.out" 2>&1
@@ -54,10 +45,9 @@ count() {
   if [ "$name" = pinion ]; then
     curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/pinion_backend_connections_total/{k=$1; sub(/.*kind="/,"",k); sub(/".*/,"",k); s[k]+=$2} END{printf "backend connections opened %d, reused %d\n", s["opened"], s["reused"]}' >&2
   fi
-  kill -INT "$PROXY_PID"
-  [ "$name" = haproxy ] && kill -USR1 "$PROXY_PID" 2>/dev/null || true
-  wait "$PROXY_PID" || true
-  PROXY_PID=""
+  kill -INT "$pid"
+  [ "$name" = haproxy ] && kill -USR1 "$pid" 2>/dev/null || true
+  wait "$pid" || true
   echo "$out"
 }
 
@@ -83,7 +73,8 @@ echo
     'BEGIN{printf "  %-10s pinion/nginx %.2f, pinion/haproxy %.2f, pinion/floor %.2f, floor/nginx %.2f\n", m, p/n, p/h, p/f, f/n}'
 done
 
-# Where one keep-alive request's instructions go, pinion and the floor.
+# Where one keep-alive request's instructions go, pinion and the floor (when both were counted).
+[ -f "$WORK/pinion.one" ] && [ -f "$WORK/floor.one" ] || exit 0
 for name in pinion floor; do
   callgrind_annotate --threshold=100 --inclusive=no "$WORK/$name.one" >"$WORK/$name.one.txt"
   callgrind_annotate --threshold=100 --inclusive=no "$WORK/$name.two" >"$WORK/$name.two.txt"

@@ -15,23 +15,7 @@ CONNS=${2:-50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/pinion-bench.XXXXXX)
 . "$ROOT/benches/proxies.sh"
-PIDS=()
-cleanup() {
-  # SIGINT: stop at once (pinion would drain for its grace period on SIGTERM).
-  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  stop_backend
-}
-trap cleanup EXIT
-
-for tool in wrk nginx haproxy openssl curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx haproxy openssl curl)"; exit 1; }
-done
-(cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
-PINION="$ROOT/target/release/pinion"
-FLOOR="$ROOT/target/release/examples/pingora_floor"
-
-write_setup
-start_backend
+prepare "wrk nginx haproxy openssl curl" wrk nginx haproxy openssl curl
 declare -A PID
 for name in pinion floor nginx haproxy; do
   run_proxy $name 2>"$WORK/$name.err" &

@@ -14,22 +14,10 @@ DURATION=${2:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/pinion-profile.XXXXXX)
 . "$ROOT/benches/proxies.sh"
-PROXY_PID=""
-cleanup() {
-  [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true
-  stop_backend
-}
-trap cleanup EXIT
-for tool in perf wrk nginx openssl curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install linux-perf wrk nginx openssl curl)"; exit 1; }
-done
-(cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
-PINION="$ROOT/target/release/pinion"
-FLOOR="$ROOT/target/release/examples/pingora_floor"
-write_setup
-start_backend
+prepare "linux-perf wrk nginx openssl curl" perf wrk nginx openssl curl
 run_proxy "$NAME" 2>"$WORK/$NAME.err" &
 PROXY_PID=$!
+PIDS+=("$PROXY_PID")
 wait_answers "$(port_of "$NAME")"
 
 wrk -t1 -c50 -d$((DURATION + 2))s "https://127.0.0.1:$(port_of "$NAME")/" >"$WORK/wrk.out" 2>&1 &

@@ -8,6 +8,7 @@
 # X-Forwarded-For added; one worker thread or process each.
 
 WRAP=()
+PIDS=()   # proxies started in the background by the script; stopped when it exits
 BACKEND=19443 PINION_PORT=18443 NGINX_PORT=18444 HAPROXY_PORT=18445 FLOOR_PORT=18446 ADMIN=19901
 
 # Writes certificates and configurations into $WORK.
@@ -111,6 +112,29 @@ backend be
   http-reuse always
   server b 127.0.0.1:$BACKEND ssl verify required ca-file $WORK/backend.pem sni str(backend.local) verifyhost backend.local
 CONF
+}
+
+# Checks the tools ($2…; $1 names the Debian packages for the message), builds pinion and the
+# floor, writes the setup into $WORK and starts the backend. When the script exits, the
+# proxies in PIDS get SIGINT (pinion would drain for its grace period on SIGTERM) and the
+# backend stops.
+prepare() {
+  local packages=$1 tool
+  shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $packages)"; exit 1; }
+  done
+  (cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
+  PINION="$ROOT/target/release/pinion"
+  FLOOR="$ROOT/target/release/examples/pingora_floor"
+  trap cleanup EXIT
+  write_setup
+  start_backend
+}
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  stop_backend
 }
 
 start_backend() {
