@@ -118,15 +118,22 @@ fn misbehaving_backends_get_clean_errors_and_leak_nothing() {
             assert_eq!(r.status, *status, "{name} (round {round}): {}", gw.logs());
         }
     }
-    // One log line per failed request, naming the pool and the answer.
+    // One log line per failed request, naming the pool and the answer. The line is written
+    // after the 502 went out, so the last one may still be on its way: wait for three, then
+    // require exactly three.
     for (name, _, status) in &cases {
         let needle = format!("pool {name} server");
-        let lines: Vec<String> = gw
-            .logs()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .map(str::to_owned)
-            .collect();
+        let logged = || -> Vec<String> {
+            gw.logs()
+                .lines()
+                .filter(|l| l.contains(&needle))
+                .map(str::to_owned)
+                .collect()
+        };
+        wait_for("a log line per failure", Duration::from_secs(10), || {
+            (logged().len() >= 3).then_some(())
+        });
+        let lines = logged();
         assert_eq!(lines.len(), 3, "{name}: {lines:#?}");
         assert!(
             lines
