@@ -1,51 +1,56 @@
 //! The admin listener: `/healthz` for the load balancer in front, `/metrics` for Prometheus,
 //! `/status` for people. Bind it to loopback or a management network only.
 
-use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::gateway::Gateway;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Whether this instance is draining (a shutdown or upgrade hand-over has begun).
+/// Whether this instance is draining (a shutdown or upgrade hand-over has begun), and since when.
 #[derive(Debug, Default)]
-pub struct Drain(AtomicBool);
+pub struct Drain {
+    draining: AtomicBool,
+    since: OnceLock<Instant>,
+}
 
 impl Drain {
-    /// Marks the instance as draining; `/healthz` answers 503 from now on.
+    /// Marks the instance as draining; `/healthz` answers 503 and responses close their
+    /// connections from now on.
     pub fn start(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        let _ = self.since.set(Instant::now());
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Whether draining has begun.
     pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// When draining began.
+    pub fn since(&self) -> Option<Instant> {
+        self.since.get().copied()
     }
 }
 
 /// The admin HTTP application.
 pub struct Admin {
-    pools: Arc<Vec<Pool>>,
-    metrics: Arc<Metrics>,
+    gw: Arc<Gateway>,
     drain: Arc<Drain>,
 }
 
 impl Admin {
     /// An admin application over the gateway's state.
-    pub fn new(pools: Arc<Vec<Pool>>, metrics: Arc<Metrics>, drain: Arc<Drain>) -> Admin {
-        Admin {
-            pools,
-            metrics,
-            drain,
-        }
+    pub fn new(gw: Arc<Gateway>, drain: Arc<Drain>) -> Admin {
+        Admin { gw, drain }
     }
 
     fn status_json(&self, now: i64) -> serde_json::Value {
-        let pools: Vec<serde_json::Value> = self
+        let gen = self.gw.current();
+        let pools: Vec<serde_json::Value> = gen
             .pools
             .iter()
             .map(|p| {
@@ -73,7 +78,17 @@ impl Admin {
                 })
             })
             .collect();
-        serde_json::json!({ "draining": self.drain.is_draining(), "pools": pools })
+        let loaded_at: chrono::DateTime<chrono::Utc> = gen.loaded_at.into();
+        serde_json::json!({
+            "draining": self.drain.is_draining(),
+            "config": {
+                "generation": gen.number,
+                "sha256": gen.sha256,
+                "loaded_at": loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "file": gen.file.display().to_string(),
+            },
+            "pools": pools,
+        })
     }
 }
 
@@ -120,7 +135,13 @@ impl ServeHttp for Admin {
             "/metrics" => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(&self.pools, unix_now()).into_bytes(),
+                {
+                    let gen = self.gw.current();
+                    let config = self.gw.config_metrics();
+                    gen.metrics
+                        .render(&gen.pools, unix_now(), &config)
+                        .into_bytes()
+                },
             ),
             "/status" => {
                 let mut body =

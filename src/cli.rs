@@ -3,6 +3,7 @@
 pub mod pin;
 pub mod preflight;
 pub mod reload;
+pub mod upgrade;
 
 use crate::server::{self, RunMode};
 use clap::{Parser, Subcommand};
@@ -40,9 +41,13 @@ pub enum Command {
     /// A self-contained demo on loopback: generated certificates, a whitelisted and a
     /// non-whitelisted backend; prints what to curl.
     Demo(crate::demo::DemoArgs),
-    /// Validate the configuration, then hand the running instance's sockets to a new process
-    /// on it; refuses, changing nothing, if the file is invalid.
+    /// Validate the configuration, then apply it inside the running gateway (or hand over to a
+    /// new process when it changes listening sockets or process settings); an invalid file
+    /// changes nothing.
     Reload,
+    /// Validate the configuration, then hand the running gateway's sockets to a new process
+    /// (of this binary) on it: for a new binary, or any change.
+    Upgrade,
     /// Connect to every backend of the configuration and print what each presents and whether
     /// it would be accepted; exit 1 if any would be rejected.
     Preflight,
@@ -59,7 +64,11 @@ pub fn run(cli: &Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Some(Command::Reload) => reload_gateway(cli),
+        Some(Command::Reload) => match load(cli) {
+            Ok((file, config)) => reload::run(&file, &config),
+            Err(code) => code,
+        },
+        Some(Command::Upgrade) => upgrade_gateway(cli),
         Some(Command::Preflight) => match load(cli) {
             Ok((_, config)) => match preflight::check(&config) {
                 Ok(rows) if preflight::print(&rows, &mut std::io::stdout()) => ExitCode::SUCCESS,
@@ -90,21 +99,18 @@ fn load(cli: &Cli) -> Result<(PathBuf, crate::config::Config), ExitCode> {
     }
 }
 
-fn reload_gateway(cli: &Cli) -> ExitCode {
+fn upgrade_gateway(cli: &Cli) -> ExitCode {
     let (file, config) = match load(cli) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    match reload::run(&file, &config) {
+    match upgrade::run(&file, &config) {
         Ok((old, new)) => {
-            println!(
-                "reloaded {}: pid {old} handed over to pid {new}",
-                file.display()
-            );
+            println!("upgraded: pid {old} handed over to pid {new}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pinion reload: {e}");
+            eprintln!("pinion upgrade: {e}");
             ExitCode::from(1)
         }
     }

@@ -35,6 +35,10 @@ use std::time::Duration;
 pub struct Config {
     /// The file it was read from.
     pub file: PathBuf,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Every other file it names that was read (certificates, keys, CAs, pins, error pages).
+    pub files: Vec<PathBuf>,
     /// Process settings.
     pub server: ServerSettings,
     /// Listeners in file order.
@@ -76,6 +80,11 @@ pub struct ServerSettings {
     pub pid_file: String,
     /// Socket for the graceful-upgrade hand-over (default `/tmp/pinion_upgrade.sock`).
     pub upgrade_sock: String,
+    /// Socket on which the running gateway takes reload requests (default
+    /// `/tmp/pinion_control.sock`).
+    pub control_sock: String,
+    /// Reload in place when the file or a file it names changes (default false).
+    pub watch: bool,
     /// How long to keep serving after SIGTERM/SIGQUIT (default 30 s).
     pub grace_period: Duration,
     /// How long runtimes get to stop after the grace period (default 10 s).
@@ -347,7 +356,8 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
             problem: Problem::Unreadable(e.to_string()),
         }])
     })?;
-    let base = file
+    // Absolute, so that the paths it names stay right after a daemon changes directory.
+    let base = absolute(file)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
@@ -356,7 +366,10 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
         return Err(fail(diagnostics));
     };
     match validate::validate(raw, &base, file, &unparsed, resolve) {
-        Ok(config) if diagnostics.is_empty() => Ok(config),
+        Ok(mut config) if diagnostics.is_empty() => {
+            config.sha256 = sha256_hex(text.as_bytes());
+            Ok(config)
+        }
         Ok(_) => Err(fail(diagnostics)),
         Err(problems) => {
             diagnostics.extend(problems.into_iter().map(|(path, problem)| {
@@ -372,6 +385,24 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
             Err(fail(diagnostics))
         }
     }
+}
+
+/// `file` as an absolute path, without resolving symbolic links: a Kubernetes ConfigMap mount
+/// swaps the link target on every update, and the next reload must read the new target.
+pub fn absolute(file: &Path) -> PathBuf {
+    std::path::absolute(file).unwrap_or_else(|_| file.to_owned())
+}
+
+/// Lower-case hex SHA-256, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), bytes)
+        .map(|d| d.to_vec())
+        .unwrap_or_default();
+    digest.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Parses the text into the raw document. On a schema error, each section and list item is

@@ -7,9 +7,12 @@ pub mod proxy_protocol;
 pub use cidr::Cidr;
 
 use crate::config::{CertKeyFiles, Listener, ListenerTls, TlsVersion};
+use crate::gateway::{Gateway, Generation};
 use crate::tls::name_matches;
 use async_trait::async_trait;
 use log::warn;
+use openssl::error::ErrorStack;
+use openssl::ssl::{select_next_proto, AlpnError, ClientHelloResponse, SslAlert};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{ListenerConfig, TlsAccept};
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -18,23 +21,16 @@ use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private
 use pingora::tls::ssl::{NameType, SslRef};
 use pingora::tls::ssl::{SslMode, SslVersion};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Errors setting up a listener's sockets or TLS.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
-    /// The certificate or key could not be loaded into OpenSSL.
-    #[error("listener {listener}: cannot load certificate {cert}: {source}")]
-    Certificate {
+    /// OpenSSL could not create the socket's TLS acceptor.
+    #[error("listener {listener}: cannot set up TLS: {source}")]
+    Tls {
         listener: String,
-        cert: String,
         source: Box<pingora::Error>,
-    },
-    /// OpenSSL refused a TLS setting.
-    #[error("listener {listener}: {what}: {source}")]
-    Setting {
-        listener: String,
-        what: &'static str,
-        source: openssl::error::ErrorStack,
     },
 }
 
@@ -91,14 +87,20 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Adds every listener's sockets to the proxy service.
-pub fn add_all<A>(service: &mut Service<A>, listeners: &[Listener]) -> Result<(), ListenerError> {
+/// Adds every listener's sockets to the proxy service. TLS settings are read from the
+/// generation serving at each handshake, so a reload in place changes certificates, versions,
+/// ciphers and ALPN for every connection that starts after it.
+pub fn add_all<A>(
+    service: &mut Service<A>,
+    listeners: &[Listener],
+    gw: &Arc<Gateway>,
+) -> Result<(), ListenerError> {
     for l in listeners {
         for bind in &l.binds {
             let addr = bind.to_string();
             let endpoint = ListenerConfig::tcp(addr).l4_buffer(L4_BUFFER);
             match &l.tls {
-                Some(tls) => service.add_listener(endpoint.tls(settings(&l.name, tls)?)),
+                Some(_) => service.add_listener(endpoint.tls(settings(&l.name, *bind, gw)?)),
                 None => service.add_listener(endpoint),
             }
         }
@@ -114,69 +116,105 @@ const L4_BUFFER: L4BufferSettings = L4BufferSettings {
     write: None,
 };
 
-/// OpenSSL acceptor settings for one TLS listener. One certificate is configured on the
-/// context; several are chosen per handshake by SNI.
-fn settings(listener: &str, tls: &ListenerTls) -> Result<TlsSettings, ListenerError> {
-    let first = tls.certificates.first();
-    let (cert, key) = first
-        .map(|c| (c.cert.display().to_string(), c.key.display().to_string()))
-        .unwrap_or_default();
-    let built = if tls.certificates.len() > 1 {
-        TlsSettings::with_callbacks(Box::new(SniCertificates(tls.certificates.clone())))
-    } else {
-        TlsSettings::intermediate(&cert, &key)
+/// TLS 1.2 ciphers when a listener names none: Mozilla's "intermediate" (version 5) list.
+const INTERMEDIATE_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+
+/// OpenSSL acceptor settings for one TLS socket. Nothing of the listener's TLS configuration
+/// is fixed here: the client-hello callback sets versions and ciphers, the certificate
+/// callback installs the certificate SNI selects, and the ALPN callback offers h2 or not, each
+/// from the generation serving when the handshake starts.
+fn settings(
+    listener: &str,
+    bind: SocketAddr,
+    gw: &Arc<Gateway>,
+) -> Result<TlsSettings, ListenerError> {
+    let live = LiveTls {
+        gw: gw.clone(),
+        bind,
     };
-    let mut s = built.map_err(|source| ListenerError::Certificate {
-        listener: listener.to_owned(),
-        cert: cert.clone(),
-        source,
-    })?;
-    let setting = |what| {
-        move |source| ListenerError::Setting {
+    let mut s = TlsSettings::with_callbacks(Box::new(live.clone())).map_err(|source| {
+        ListenerError::Tls {
             listener: listener.to_owned(),
-            what,
             source,
         }
-    };
-    s.set_min_proto_version(Some(version(tls.min_version)))
-        .map_err(setting("min_version"))?;
-    s.set_max_proto_version(Some(version(tls.max_version)))
-        .map_err(setting("max_version"))?;
-    if let Some(ciphers) = &tls.ciphers {
-        s.set_cipher_list(ciphers).map_err(setting("ciphers"))?;
-    }
-    if tls.http2 {
-        s.enable_h2();
-    }
+    })?;
+    let hello = live.clone();
+    s.set_client_hello_callback(move |ssl, alert| hello.client_hello(ssl, alert));
+    let alpn = live;
+    s.set_alpn_select_callback(move |ssl, offered| alpn.select_alpn(ssl, offered));
     // Idle connections give their TLS record buffers back (about 34 KiB each).
     s.set_mode(SslMode::RELEASE_BUFFERS);
     Ok(s)
 }
 
-/// Several certificates on one listener: the one whose names cover the client's SNI (exact
-/// names first, then wildcards), else the first.
-struct SniCertificates(Vec<CertKeyFiles>);
+/// One TLS socket's view of the live configuration.
+#[derive(Clone)]
+struct LiveTls {
+    gw: Arc<Gateway>,
+    bind: SocketAddr,
+}
 
-impl SniCertificates {
-    fn pick(&self, sni: Option<&str>) -> Option<&CertKeyFiles> {
-        let host = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-        let by = |wild: bool| {
-            let host = host.as_deref()?;
-            self.0.iter().find(|c| {
-                c.names
-                    .iter()
-                    .any(|n| n.starts_with("*.") == wild && name_matches(n, host))
-            })
+impl LiveTls {
+    /// The TLS settings of the listener owning this socket, in `gen`.
+    fn of<'g>(&self, gen: &'g Generation) -> Option<&'g ListenerTls> {
+        let i = gen.binds.lookup(self.bind)?;
+        gen.listeners.get(i)?.tls.as_ref()
+    }
+
+    fn client_hello(
+        &self,
+        ssl: &mut SslRef,
+        alert: &mut SslAlert,
+    ) -> Result<ClientHelloResponse, ErrorStack> {
+        let gen = self.gw.current();
+        let Some(tls) = self.of(&gen) else {
+            *alert = SslAlert::HANDSHAKE_FAILURE;
+            return Err(ErrorStack::get());
         };
-        by(false).or_else(|| by(true)).or_else(|| self.0.first())
+        ssl.set_min_proto_version(Some(version(tls.min_version)))?;
+        ssl.set_max_proto_version(Some(version(tls.max_version)))?;
+        ssl.set_cipher_list(tls.ciphers.as_deref().unwrap_or(INTERMEDIATE_CIPHERS))?;
+        Ok(ClientHelloResponse::SUCCESS)
+    }
+
+    fn select_alpn<'a>(&self, _ssl: &mut SslRef, offered: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+        let gen = self.gw.current();
+        let h2 = self.of(&gen).is_some_and(|t| t.http2);
+        let ours: &[u8] = if h2 {
+            b"\x02h2\x08http/1.1"
+        } else {
+            b"\x08http/1.1"
+        };
+        select_next_proto(ours, offered).ok_or(AlpnError::NOACK)
     }
 }
 
+/// The certificate whose names cover the client's SNI (exact names first, then wildcards),
+/// else the first.
+fn pick<'c>(certificates: &'c [CertKeyFiles], sni: Option<&str>) -> Option<&'c CertKeyFiles> {
+    let host = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    let by = |wild: bool| {
+        let host = host.as_deref()?;
+        certificates.iter().find(|c| {
+            c.names
+                .iter()
+                .any(|n| n.starts_with("*.") == wild && name_matches(n, host))
+        })
+    };
+    by(false)
+        .or_else(|| by(true))
+        .or_else(|| certificates.first())
+}
+
 #[async_trait]
-impl TlsAccept for SniCertificates {
+impl TlsAccept for LiveTls {
     async fn certificate_callback(&self, ssl: &mut SslRef) {
+        let gen = self.gw.current();
+        let Some(tls) = self.of(&gen) else { return };
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_owned);
-        let Some(chosen) = self.pick(sni.as_deref()) else {
+        let Some(chosen) = pick(&tls.certificates, sni.as_deref()) else {
             return;
         };
         let Some((leaf, intermediates)) = chosen.chain.split_first() else {

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::pool::Pool;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds of the upstream latency histogram, in seconds.
@@ -53,20 +54,33 @@ struct ServerCounters {
     tls_failures: [AtomicU64; 3],
 }
 
-/// All of pinion's metrics.
+/// Requests by status class (1xx..5xx) of one listener and route.
+type ClassCounters = [AtomicU64; 5];
+
+/// A pool's name and, per server, its label and counters.
+type PoolCounters = (String, Vec<(String, Arc<ServerCounters>)>);
+
+/// All of pinion's metrics for one configuration generation. The counters themselves are
+/// shared with the generation before it wherever the labels are the same, so a reload neither
+/// resets them nor loses what requests still running on the old generation record.
 pub struct Metrics {
     listeners: Vec<String>,
     /// Route name and its pool's name ("" for redirects and unmatched requests).
     routes: Vec<(String, String)>,
-    /// [listener][route or "no route"][status class 1xx..5xx]
-    requests: Vec<AtomicU64>,
-    latency: Vec<Histogram>,
-    servers: Vec<Vec<ServerCounters>>,
+    /// [listener][route or "no route"]
+    requests: Vec<Arc<ClassCounters>>,
+    latency: Vec<Arc<Histogram>>,
+    servers: Vec<PoolCounters>,
 }
 
 impl Metrics {
     /// Slots for every listener, route, pool and server of the configuration.
     pub fn new(config: &Config) -> Metrics {
+        Metrics::carried(config, None)
+    }
+
+    /// Slots for `config`, reusing those of `previous` whose labels are unchanged.
+    pub fn carried(config: &Config, previous: Option<&Metrics>) -> Metrics {
         let routes: Vec<(String, String)> = config
             .routes
             .routes()
@@ -83,23 +97,76 @@ impl Metrics {
                 (r.name.clone(), pool)
             })
             .collect();
-        let slots = config.listeners.len() * (routes.len() + 1) * 5;
-        Metrics {
-            listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
-            requests: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            latency: config.pools.iter().map(|_| Histogram::default()).collect(),
-            servers: config
-                .pools
-                .iter()
-                .map(|p| {
-                    p.servers
-                        .iter()
-                        .map(|_| ServerCounters::default())
-                        .collect()
-                })
-                .collect(),
-            routes,
+        let listeners: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        let mut requests = Vec::with_capacity(listeners.len() * (routes.len() + 1));
+        for listener in &listeners {
+            for r in 0..=routes.len() {
+                let (route, pool) = routes.get(r).map_or(("", ""), |(n, p)| (n, p));
+                let kept = previous.and_then(|m| m.request_counters(listener, route, pool));
+                requests.push(kept.unwrap_or_default());
+            }
         }
+        let latency = config
+            .pools
+            .iter()
+            .map(|p| {
+                previous
+                    .and_then(|m| m.latency_of(&p.name))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let servers = config
+            .pools
+            .iter()
+            .map(|p| {
+                let counters = p
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        let kept = previous.and_then(|m| m.server_of(&p.name, &s.label));
+                        (s.label.clone(), kept.unwrap_or_default())
+                    })
+                    .collect();
+                (p.name.clone(), counters)
+            })
+            .collect();
+        Metrics {
+            listeners,
+            routes,
+            requests,
+            latency,
+            servers,
+        }
+    }
+
+    fn request_counters(
+        &self,
+        listener: &str,
+        route: &str,
+        pool: &str,
+    ) -> Option<Arc<ClassCounters>> {
+        let l = self.listeners.iter().position(|n| n == listener)?;
+        let r = match route {
+            "" => self.routes.len(),
+            _ => self
+                .routes
+                .iter()
+                .position(|(n, p)| n == route && p == pool)?,
+        };
+        self.requests.get(l * (self.routes.len() + 1) + r).cloned()
+    }
+
+    fn latency_of(&self, pool: &str) -> Option<Arc<Histogram>> {
+        let p = self.servers.iter().position(|(n, _)| n == pool)?;
+        self.latency.get(p).cloned()
+    }
+
+    fn server_of(&self, pool: &str, server: &str) -> Option<Arc<ServerCounters>> {
+        let (_, servers) = self.servers.iter().find(|(n, _)| n == pool)?;
+        servers
+            .iter()
+            .find(|(label, _)| label == server)
+            .map(|(_, c)| c.clone())
     }
 
     fn request_slot(
@@ -112,8 +179,9 @@ impl Metrics {
             .checked_sub(1)
             .filter(|c| *c < 5)?;
         let route = route.unwrap_or(self.routes.len());
-        let index = (listener * (self.routes.len() + 1) + route) * 5 + class;
-        self.requests.get(index)
+        self.requests
+            .get(listener * (self.routes.len() + 1) + route)?
+            .get(class)
     }
 
     /// Counts a finished request.
@@ -140,7 +208,7 @@ impl Metrics {
     }
 
     fn server(&self, pool: usize, server: usize) -> Option<&ServerCounters> {
-        self.servers.get(pool)?.get(server)
+        self.servers.get(pool)?.1.get(server).map(|(_, c)| &**c)
     }
 
     /// Counts a backend connection, new or taken from the pool.
@@ -167,8 +235,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, with health and certificate expiry
     /// read from the pools at call time.
-    pub fn render(&self, pools: &[Pool], now_unix: i64) -> String {
+    pub fn render(&self, pools: &[Pool], now_unix: i64, config: &ConfigMetrics) -> String {
         let mut out = String::with_capacity(4096);
+        config.render(&mut out);
         self.render_requests(&mut out);
         self.render_latency(&mut out, pools);
         self.render_servers(&mut out, pools, now_unix);
@@ -244,8 +313,8 @@ impl Metrics {
         let each =
             |out: &mut String,
              f: &dyn Fn(&mut String, &str, &crate::pool::Server, &ServerCounters)| {
-                for (pool, counters) in pools.iter().zip(&self.servers) {
-                    for (server, c) in pool.servers.iter().zip(counters) {
+                for (pool, (_, counters)) in pools.iter().zip(&self.servers) {
+                    for (server, (_, c)) in pool.servers.iter().zip(counters) {
                         let labels = format!(
                             "pool=\"{}\",server=\"{}\"",
                             esc(&pool.name),
@@ -317,6 +386,45 @@ impl Metrics {
                 );
             }
         });
+    }
+}
+
+/// The configuration's own metrics: which generation serves, and how reloads went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConfigMetrics {
+    /// 1 at start, one more per applied reload.
+    pub generation: u64,
+    /// Reloads applied.
+    pub reloads_ok: u64,
+    /// Reloads refused (invalid file, or a change that needs a new process).
+    pub reloads_failed: u64,
+}
+
+impl ConfigMetrics {
+    fn render(&self, out: &mut String) {
+        header(
+            out,
+            "pinion_config_generation",
+            "gauge",
+            "The configuration generation serving requests: 1 at start, +1 per applied reload.",
+        );
+        let _ = writeln!(out, "pinion_config_generation {}", self.generation);
+        header(
+            out,
+            "pinion_config_reloads_total",
+            "counter",
+            "Reloads in place, by result.",
+        );
+        let _ = writeln!(
+            out,
+            "pinion_config_reloads_total{{result=\"ok\"}} {}",
+            self.reloads_ok
+        );
+        let _ = writeln!(
+            out,
+            "pinion_config_reloads_total{{result=\"failed\"}} {}",
+            self.reloads_failed
+        );
     }
 }
 

@@ -32,10 +32,13 @@ pub struct Server {
     pub id: String,
     /// The name a probe or `host_header: backend` uses for this server.
     pub host_name: String,
-    /// Health from probes.
-    pub health: Health,
-    /// Requests proxied to it right now (for least_connections).
-    pub in_flight: AtomicUsize,
+    /// Health from probes; carried across reloads while address and trust are unchanged.
+    pub health: Arc<Health>,
+    /// Requests proxied to it right now (for least_connections), carried like `health`.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The server's address and the pool's trust policy: what must stay the same for a reload
+    /// to keep its health and pooled connections.
+    carry_key: (std::net::SocketAddr, u64),
 }
 
 /// A pool: its servers, its settings and its round-robin position.
@@ -82,6 +85,17 @@ pub struct Choice {
 impl Pool {
     /// Prepares a pool from its validated configuration.
     pub fn new(cfg: &PoolConfig, hook: &HandshakeCompleteHook) -> Pool {
+        Pool::carried(cfg, hook, None)
+    }
+
+    /// Prepares a pool, taking over the health and in-flight counts of the servers of
+    /// `previous` (the same pool in the configuration before a reload) whose address and trust
+    /// policy are unchanged.
+    pub fn carried(
+        cfg: &PoolConfig,
+        hook: &HandshakeCompleteHook,
+        previous: Option<&Pool>,
+    ) -> Pool {
         let group = cfg
             .tls
             .as_deref()
@@ -89,7 +103,13 @@ impl Pool {
         let servers = cfg
             .servers
             .iter()
-            .map(|s| Server {
+            .map(|s| {
+                let carry_key = (s.address, group);
+                let kept =
+                    previous.and_then(|p| p.servers.iter().find(|old| old.carry_key == carry_key));
+                (s, carry_key, kept)
+            })
+            .map(|(s, carry_key, kept)| Server {
                 label: s.label.clone(),
                 peer: upstream::peer(s, cfg.tls.as_deref(), &cfg.timeouts, group, hook),
                 weight: s.weight,
@@ -100,8 +120,9 @@ impl Pool {
                     .and_then(|t| t.sni.clone())
                     .or_else(|| s.host.clone())
                     .unwrap_or_else(|| s.address.to_string()),
-                health: Health::default(),
-                in_flight: AtomicUsize::new(0),
+                health: kept.map_or_else(Arc::default, |k| k.health.clone()),
+                in_flight: kept.map_or_else(Arc::default, |k| k.in_flight.clone()),
+                carry_key,
             })
             .collect();
         let weights: Vec<u32> = cfg.servers.iter().map(|s| s.weight).collect();
@@ -150,6 +171,17 @@ impl Pool {
             index,
             by_affinity: false,
         })
+    }
+
+    /// How many servers took over the state of a server of the previous configuration.
+    pub fn carried_servers(&self, previous: Option<&Pool>) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| {
+                previous
+                    .is_some_and(|p| p.servers.iter().any(|o| Arc::ptr_eq(&o.health, &s.health)))
+            })
+            .count()
     }
 
     /// Whether a healthy server not in `tried` remains (a retry has somewhere to go).

@@ -13,11 +13,12 @@ use error::status_for;
 pub use error::ProxyError;
 
 use crate::access_log::{self, AccessLog};
-use crate::config::{Config, ErrorPage, HostHeader, Listener};
-use crate::listener::BindIndex;
-use crate::metrics::{Metrics, TlsFailure};
-use crate::pool::{Pool, SelectKey};
-use crate::routing::{host_of, Decision, Route, RouteTable, Target};
+use crate::admin::Drain;
+use crate::config::{ErrorPage, HostHeader};
+use crate::gateway::{Gateway, Generation};
+use crate::metrics::TlsFailure;
+use crate::pool::SelectKey;
+use crate::routing::{host_of, Decision, Route, Target};
 use crate::upstream;
 use async_trait::async_trait;
 use log::{error, warn};
@@ -29,52 +30,17 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// Everything a request needs, built once from a validated configuration.
-pub struct Gateway {
-    metrics: Arc<Metrics>,
-    access_log: Option<AccessLog>,
-    listeners: Vec<Listener>,
-    binds: BindIndex,
-    routes: RouteTable,
-    pools: Arc<Vec<Pool>>,
-}
-
-impl Gateway {
-    /// Prepares routes, pools and peers.
-    pub fn new(config: &Config, metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Gateway {
-        let hook = upstream::handshake_hook();
-        Gateway {
-            metrics,
-            access_log,
-            listeners: config.listeners.clone(),
-            binds: BindIndex::new(&config.listeners),
-            routes: config.routes.clone(),
-            pools: Arc::new(config.pools.iter().map(|p| Pool::new(p, &hook)).collect()),
-        }
-    }
-
-    /// The pools, shared with the health prober and the admin listener.
-    pub fn pools(&self) -> Arc<Vec<Pool>> {
-        self.pools.clone()
-    }
-
-    /// Writes out queued access log lines (at shutdown).
-    pub fn flush_access_log(&self) {
-        if let Some(log) = &self.access_log {
-            log.flush(std::time::Duration::from_secs(5));
-        }
-    }
-}
-
 /// The proxy service logic.
 pub struct Proxy {
     gw: Arc<Gateway>,
+    drain: Arc<Drain>,
 }
 
 impl Proxy {
-    /// A proxy over the prepared gateway state.
-    pub fn new(gw: Arc<Gateway>) -> Proxy {
-        Proxy { gw }
+    /// A proxy over the gateway's live state; `drain` tells it when to stop keeping client
+    /// connections alive.
+    pub fn new(gw: Arc<Gateway>, drain: Arc<Drain>) -> Proxy {
+        Proxy { gw, drain }
     }
 }
 
@@ -88,8 +54,14 @@ pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 ///
 /// HTTP/1.1 requests pipelined on the connection are answered in order, as nginx and HAProxy
 /// do (Pingora's default answers the first and closes).
-fn limit_keepalive(session: &mut Session) {
+fn limit_keepalive(session: &mut Session, draining: bool) {
     session.as_downstream_mut().set_pipelining_enabled(true);
+    if draining {
+        // A hand-over or shutdown has begun: this response tells the client to reconnect,
+        // which reaches the new process (or another instance) instead of a closing socket.
+        session.set_keepalive(None);
+        return;
+    }
     let cap = CLIENT_IDLE_TIMEOUT.as_secs();
     if session.get_keepalive().is_some_and(|t| t == 0 || t > cap) {
         session.set_keepalive(Some(cap));
@@ -101,20 +73,18 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            start: Some((Instant::now(), SystemTime::now())),
-            ..Ctx::default()
-        }
+        Ctx::new(self.gw.current(), (Instant::now(), SystemTime::now()))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        limit_keepalive(session);
+        limit_keepalive(session, self.drain.is_draining());
+        let gen = ctx.gen.clone();
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
-        let Some(listener) = local.and_then(|a| self.gw.binds.lookup(a)) else {
+        let Some(listener) = local.and_then(|a| gen.binds.lookup(a)) else {
             return Err(ProxyError::UnknownListener.into_pingora());
         };
         ctx.listener = listener;
-        let l = self.gw.listeners.get(listener);
+        let l = gen.listeners.get(listener);
         let trusted_proxies = l.map_or(&[][..], |l| l.trusted_proxies.as_slice());
         ctx.peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         ctx.trusted = ctx
@@ -143,11 +113,7 @@ impl ProxyHttp for Proxy {
         let next = {
             let req = session.req_header();
             let query = req.uri.query();
-            match self
-                .gw
-                .routes
-                .decide(listener, &ctx.authority, req.uri.path())
-            {
+            match gen.routes.decide(listener, &ctx.authority, req.uri.path()) {
                 Decision::Matched { index, route, path } => {
                     ctx.route = Some(index);
                     match &route.target {
@@ -161,8 +127,7 @@ impl ProxyHttp for Proxy {
                                     None => path,
                                 });
                             }
-                            if let Some(a) =
-                                self.gw.pools.get(*pool).and_then(|p| p.affinity.as_ref())
+                            if let Some(a) = gen.pools.get(*pool).and_then(|p| p.affinity.as_ref())
                             {
                                 ctx.affinity = affinity::cookie(req, &a.cookie);
                             }
@@ -182,9 +147,10 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let gen = ctx.gen.clone();
         let pool = ctx
             .pool
-            .and_then(|p| self.gw.pools.get(p))
+            .and_then(|p| gen.pools.get(p))
             .ok_or_else(|| ProxyError::NoPool.into_pingora())?;
         let key = SelectKey {
             client: ctx.client,
@@ -206,14 +172,10 @@ impl ProxyHttp for Proxy {
         ctx.server = Some(choice.index);
         ctx.tried.push(choice.index);
         ctx.upstream_start = Some(Instant::now());
-        ctx.in_flight = Some(InFlight::new(
-            self.gw.pools.clone(),
-            pool_index(ctx),
-            choice.index,
-        ));
+        ctx.in_flight = Some(InFlight::new(server.in_flight.clone()));
         ctx.set_cookie = match &pool.affinity {
             Some(a) if !choice.by_affinity => {
-                Some(affinity::set_cookie(a, &server.id, self.is_tls(ctx)))
+                Some(affinity::set_cookie(a, &server.id, is_tls(&gen, ctx)))
             }
             _ => None,
         };
@@ -230,12 +192,15 @@ impl ProxyHttp for Proxy {
         digest: Option<&Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Runs for new and reused connections alike, before any request byte is written.
-        let Some(pool) = ctx.pool.and_then(|p| self.gw.pools.get(p)) else {
+        // Runs for new and reused connections alike, before any request byte is written, and
+        // checks against the request's own generation: a reload that removed a pin refuses a
+        // connection pooled under the old whitelist.
+        let gen = ctx.gen.clone();
+        let Some(pool) = ctx.pool.and_then(|p| gen.pools.get(p)) else {
             return Err(ProxyError::NoPool.into_pingora());
         };
         let (p, s) = (pool_index(ctx), ctx.server.unwrap_or_default());
-        self.gw.metrics.connection(p, s, reused);
+        gen.metrics.connection(p, s, reused);
         let Some(tls) = &pool.tls else { return Ok(()) };
         ctx.upstream_tls = digest
             .and_then(|d| d.ssl_digest.as_ref())
@@ -248,9 +213,7 @@ impl ProxyHttp for Proxy {
         let Err(reason) = upstream::check(tls, digest) else {
             return Ok(());
         };
-        self.gw
-            .metrics
-            .tls_failure(p, s, TlsFailure::NotWhitelisted);
+        gen.metrics.tls_failure(p, s, TlsFailure::NotWhitelisted);
         let server = ctx
             .server
             .and_then(|s| pool.servers.get(s))
@@ -294,7 +257,8 @@ impl ProxyHttp for Proxy {
                 .map_err(|e| ProxyError::Target(e).into_pingora())?;
             upstream_request.set_uri(uri);
         }
-        let l = self.gw.listeners.get(ctx.listener);
+        let gen = &ctx.gen;
+        let l = gen.listeners.get(ctx.listener);
         let forwarded = headers::Forwarded {
             peer: ctx.peer,
             trusted: ctx.trusted,
@@ -303,12 +267,12 @@ impl ProxyHttp for Proxy {
                 .server_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.port()),
-            tls: self.is_tls(ctx),
+            tls: is_tls(gen, ctx),
             authority: &ctx.authority,
             request_id: &ctx.request_id,
         };
         forwarded.apply(upstream_request)?;
-        let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
+        let pool = ctx.pool.and_then(|p| gen.pools.get(p));
         let host = pool.and_then(|p| match &p.host_header {
             HostHeader::Preserve => None,
             HostHeader::Literal(h) => Some(h.as_str()),
@@ -320,7 +284,7 @@ impl ProxyHttp for Proxy {
         if let Some(host) = host {
             upstream_request.insert_header(http::header::HOST, host)?;
         }
-        if let Some(route) = self.route(ctx) {
+        if let Some(route) = route(gen, ctx) {
             headers::rewrite_request(upstream_request, &route.request_headers)?;
         }
         Ok(())
@@ -333,7 +297,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(t) = ctx.upstream_start {
-            self.gw
+            ctx.gen
                 .metrics
                 .upstream_latency(pool_index(ctx), t.elapsed());
         }
@@ -342,9 +306,9 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        self.gw.metrics.request(ctx.listener, ctx.route, status);
-        if let Some(log) = &self.gw.access_log {
-            self.log_request(log, session, ctx, status);
+        ctx.gen.metrics.request(ctx.listener, ctx.route, status);
+        if let Some(log) = &ctx.gen.access_log {
+            log_request(log, session, ctx, status);
         }
     }
 
@@ -354,7 +318,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(route) = self.route(ctx) {
+        if let Some(route) = route(&ctx.gen, ctx) {
             headers::rewrite_response(upstream_response, &route.response_headers)?;
         }
         if let Some(cookie) = ctx.set_cookie.take() {
@@ -376,14 +340,14 @@ impl ProxyHttp for Proxy {
             _ => None,
         };
         if let Some(f) = failure {
-            self.gw
+            ctx.gen
                 .metrics
                 .tls_failure(pool_index(ctx), ctx.server.unwrap_or_default(), f);
         }
         // Nothing reached the server: replaying on another one is safe for any method.
-        let retry = self.may_retry(ctx);
+        let retry = may_retry(ctx);
         if retry {
-            self.log_retry(ctx, &e);
+            log_retry(ctx, &e);
         }
         e.set_retry(retry);
         e
@@ -404,9 +368,9 @@ impl ProxyHttp for Proxy {
                 && client_reused);
         // A stale pooled connection (closed by the server while idle) is the case Pingora marks
         // for reuse-only retry; nothing else after the first request byte is replayed.
-        let retry = replayable && self.may_retry(ctx);
+        let retry = replayable && may_retry(ctx);
         if retry {
-            self.log_retry(ctx, &e);
+            log_retry(ctx, &e);
         }
         e.set_retry(retry);
         e
@@ -430,16 +394,14 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = status_for(e);
         if code > 0 {
-            if let Err(write) = respond::error(session, code, false, self.page(ctx, code)).await {
+            if let Err(write) = respond::error(session, code, false, page(ctx, code)).await {
                 error!("cannot send the {code} response to the client: {write}");
             }
         }
         if !ctx.logged && code >= 500 {
-            let route = ctx
-                .route
-                .and_then(|r| self.gw.routes.routes().get(r))
-                .map_or("-", |r| r.name.as_str());
-            let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
+            let gen = &ctx.gen;
+            let route = route(gen, ctx).map_or("-", |r| r.name.as_str());
+            let pool = ctx.pool.and_then(|p| gen.pools.get(p));
             let server = pool
                 .zip(ctx.server)
                 .and_then(|(p, s)| p.servers.get(s))
@@ -459,54 +421,6 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
-    fn log_request(&self, log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
-        let req = session.req_header();
-        let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
-        let server = pool.zip(ctx.server).and_then(|(p, s)| p.servers.get(s));
-        log.record(&access_log::Entry {
-            time: ctx.start.map(|(_, t)| t),
-            client: ctx.client.map(|c| c.to_string()),
-            listener: self
-                .gw
-                .listeners
-                .get(ctx.listener)
-                .map_or("", |l| l.name.as_str()),
-            route: self.route(ctx).map_or("", |r| r.name.as_str()),
-            pool: pool.map_or("", |p| p.name.as_str()),
-            server: server.map_or("", |s| s.label.as_str()),
-            method: req.method.as_str(),
-            path: req.uri.path_and_query().map_or("", |p| p.as_str()),
-            version: version_str(req.version),
-            status,
-            bytes: session.as_downstream().body_bytes_sent(),
-            duration: ctx.start.map(|(t, _)| t.elapsed()).unwrap_or_default(),
-            upstream_tls: ctx.upstream_tls.as_deref(),
-            request_id: &ctx.request_id,
-            referer: header(http::header::REFERER),
-            user_agent: header(http::header::USER_AGENT),
-        });
-    }
-
-    fn is_tls(&self, ctx: &Ctx) -> bool {
-        self.gw
-            .listeners
-            .get(ctx.listener)
-            .is_some_and(|l| l.tls.is_some())
-    }
-
-    fn route(&self, ctx: &Ctx) -> Option<&Route> {
-        ctx.route.and_then(|r| self.gw.routes.routes().get(r))
-    }
-
-    /// The listener's error page for `code`, if it has one.
-    fn page(&self, ctx: &Ctx, code: u16) -> Option<&ErrorPage> {
-        self.gw
-            .listeners
-            .get(ctx.listener)
-            .and_then(|l| l.error_pages.get(&code))
-    }
-
     /// Answers with a gateway error; `Ok(true)` stops request processing.
     async fn error(
         &self,
@@ -515,33 +429,80 @@ impl Proxy {
         code: u16,
         keepalive: bool,
     ) -> Result<bool> {
-        respond::error(session, code, keepalive, self.page(ctx, code)).await
+        respond::error(session, code, keepalive, page(ctx, code)).await
     }
+}
 
-    /// Whether the request may go to another server: retries left and a server left.
-    fn may_retry(&self, ctx: &Ctx) -> bool {
-        ctx.pool
-            .and_then(|p| self.gw.pools.get(p))
-            .is_some_and(|pool| {
-                ctx.tried.len() <= pool.retries as usize && pool.has_candidate(&ctx.tried)
-            })
-    }
+fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
+    let gen = &ctx.gen;
+    let req = session.req_header();
+    let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let pool = ctx.pool.and_then(|p| gen.pools.get(p));
+    let server = pool.zip(ctx.server).and_then(|(p, s)| p.servers.get(s));
+    log.record(&access_log::Entry {
+        time: ctx.start.map(|(_, t)| t),
+        client: ctx.client.map(|c| c.to_string()),
+        listener: gen
+            .listeners
+            .get(ctx.listener)
+            .map_or("", |l| l.name.as_str()),
+        route: route(gen, ctx).map_or("", |r| r.name.as_str()),
+        pool: pool.map_or("", |p| p.name.as_str()),
+        server: server.map_or("", |s| s.label.as_str()),
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("", |p| p.as_str()),
+        version: version_str(req.version),
+        status,
+        bytes: session.as_downstream().body_bytes_sent(),
+        duration: ctx.start.map(|(t, _)| t.elapsed()).unwrap_or_default(),
+        upstream_tls: ctx.upstream_tls.as_deref(),
+        request_id: &ctx.request_id,
+        referer: header(http::header::REFERER),
+        user_agent: header(http::header::USER_AGENT),
+    });
+}
 
-    /// Logs that a failure is retried; a later failure gets its own line.
-    fn log_retry(&self, ctx: &mut Ctx, e: &Error) {
-        let logged = std::mem::take(&mut ctx.logged);
-        let pool = ctx.pool.and_then(|p| self.gw.pools.get(p));
-        let server = pool
-            .zip(ctx.server)
-            .and_then(|(p, s)| p.servers.get(s))
-            .map_or("-", |s| s.label.as_str());
-        if !logged {
-            warn!(
-                "pool {} server {server}: {}; retrying on another server",
-                pool.map_or("-", |p| p.name.as_str()),
-                e.etype().as_str()
-            );
-        }
+fn is_tls(gen: &Generation, ctx: &Ctx) -> bool {
+    gen.listeners
+        .get(ctx.listener)
+        .is_some_and(|l| l.tls.is_some())
+}
+
+fn route<'g>(gen: &'g Generation, ctx: &Ctx) -> Option<&'g Route> {
+    ctx.route.and_then(|r| gen.routes.routes().get(r))
+}
+
+/// The listener's error page for `code`, if it has one.
+fn page(ctx: &Ctx, code: u16) -> Option<&ErrorPage> {
+    ctx.gen
+        .listeners
+        .get(ctx.listener)
+        .and_then(|l| l.error_pages.get(&code))
+}
+
+/// Whether the request may go to another server: retries left and a server left.
+fn may_retry(ctx: &Ctx) -> bool {
+    ctx.pool
+        .and_then(|p| ctx.gen.pools.get(p))
+        .is_some_and(|pool| {
+            ctx.tried.len() <= pool.retries as usize && pool.has_candidate(&ctx.tried)
+        })
+}
+
+/// Logs that a failure is retried; a later failure gets its own line.
+fn log_retry(ctx: &mut Ctx, e: &Error) {
+    let logged = std::mem::take(&mut ctx.logged);
+    let pool = ctx.pool.and_then(|p| ctx.gen.pools.get(p));
+    let server = pool
+        .zip(ctx.server)
+        .and_then(|(p, s)| p.servers.get(s))
+        .map_or("-", |s| s.label.as_str());
+    if !logged {
+        warn!(
+            "pool {} server {server}: {}; retrying on another server",
+            pool.map_or("-", |p| p.name.as_str()),
+            e.etype().as_str()
+        );
     }
 }
 

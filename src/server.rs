@@ -1,15 +1,19 @@
 //! Assembles the Pingora server from a validated configuration and runs it until a signal.
 
+pub mod control;
+pub mod drain;
+pub mod reload;
 mod signals;
+mod watch;
 
-use crate::access_log::{AccessLog, AccessLogError};
+use crate::access_log::AccessLogError;
 use crate::admin::{Admin, Drain};
 use crate::config::{Config, ServerSettings};
+use crate::gateway::Gateway;
 use crate::listener::proxy_protocol::{Front, ProxyProtocolGate};
 use crate::listener::{self, BindIndex, ListenerError};
-use crate::metrics::Metrics;
 use crate::pool::Prober;
-use crate::proxy::{Gateway, Proxy};
+use crate::proxy::Proxy;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::HttpProxy;
@@ -17,6 +21,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use reload::Reloader;
 use std::sync::Arc;
 
 /// How the process was asked to run.
@@ -47,14 +52,15 @@ pub enum StartError {
 
 /// Pingora's own settings, from ours. Pingora never reads the YAML file itself.
 ///
-/// pinion drains (keeps serving, `/healthz` 503) for `grace_period` before it tells Pingora to
-/// stop; Pingora's own grace period is then the time in-flight requests get to finish.
+/// pinion decides when draining ends and exits as soon as its connections are done
+/// ([`drain`]); Pingora's own grace period is only the longest that could take.
 pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
+    let longest = s.grace_period + s.graceful_shutdown_timeout + drain::HANDOVER_OVERLAP;
     ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
-        grace_period_seconds: Some(s.graceful_shutdown_timeout.as_secs()),
+        grace_period_seconds: Some(longest.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: daemon || s.daemon,
         error_log: s.error_log.clone(),
@@ -74,35 +80,46 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
         daemon,
         ..Opt::default()
     };
-    let access_log = config
-        .access_log
-        .as_ref()
-        .map(AccessLog::open)
-        .transpose()?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    let metrics = Arc::new(Metrics::new(config));
+    let gateway = Arc::new(Gateway::new(config)?);
     let drain = Arc::new(Drain::default());
-    let gateway = Arc::new(Gateway::new(config, metrics.clone(), access_log));
-    let prober = background_service("health probes", Prober::new(gateway.pools()));
+    let connections = Arc::new(drain::Connections::default());
+    let reloader = Arc::new(Reloader::new(gateway.clone(), &config.file));
+    let prober = background_service("health probes", Prober::new(gateway.clone()));
+    let control = background_service(
+        "control socket",
+        control::Control::new(reloader.clone(), &config.server.control_sock, mode.upgrade),
+    );
+    let watcher = background_service("file watch", watch::Watcher::new(reloader.clone()));
 
-    let mut proxy = HttpProxy::new(Proxy::new(gateway.clone()), server.configuration.clone());
+    let mut proxy = HttpProxy::new(
+        Proxy::new(gateway.clone(), drain.clone()),
+        server.configuration.clone(),
+    );
     proxy.handle_init_modules();
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(crate::proxy::CLIENT_IDLE_TIMEOUT);
     proxy.server_options = Some(options);
     let gate = ProxyProtocolGate::new(BindIndex::of(&config.listeners, |l| l.proxy_protocol));
     let expects_headers = !gate.is_empty();
-    let mut service = Service::new("pinion".to_owned(), Front::new(proxy, gate.clone()));
+    let front = Front::new(
+        proxy,
+        gate.clone(),
+        drain::Closer::new(gateway.clone(), drain.clone(), connections.clone()),
+    );
+    let mut service = Service::new("pinion".to_owned(), front);
     if expects_headers {
         service.endpoints().set_pre_tls_callback(Arc::new(gate));
     }
-    listener::add_all(&mut service, &config.listeners)?;
+    listener::add_all(&mut service, &config.listeners, &gateway)?;
 
     server.bootstrap();
     server.add_service(prober);
+    server.add_service(control);
+    server.add_service(watcher);
     server.add_service(service);
     if let Some(addr) = config.admin {
-        let app = Admin::new(gateway.pools(), metrics, drain.clone());
+        let app = Admin::new(gateway.clone(), drain.clone());
         let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
@@ -115,7 +132,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
             source,
         })?;
     }
-    let signals = signals::Signals::new(drain, config.server.grace_period);
+    let signals = signals::Signals::new(drain, connections, gateway.clone(), reloader);
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });

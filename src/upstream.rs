@@ -121,10 +121,24 @@ pub fn peer(
 }
 
 /// A stable key for a pool's trust policy, so pooled connections are never handed to a pool
-/// that would have judged the handshake differently.
+/// that would have judged the handshake differently; a reload keeps the connections and health
+/// of a server only while this key stays the same.
 pub fn group_key(pool_name: &str, tls: &UpstreamTls) -> u64 {
     let mut material = Vec::new();
     material.extend_from_slice(pool_name.as_bytes());
+    material.push(0);
+    material.extend_from_slice(tls.sni.as_deref().unwrap_or_default().as_bytes());
+    material.push(0);
+    if let Some(client) = &tls.client_certificate {
+        for cert in std::iter::once(client.leaf()).chain(client.intermediates()) {
+            if let Ok(der) = cert.to_der() {
+                material.extend_from_slice(&der);
+            }
+        }
+        if let Ok(key) = client.key().public_key_to_der() {
+            material.extend_from_slice(&key);
+        }
+    }
     material.push(0);
     for pin in tls.pins.iter() {
         material.extend_from_slice(&pin.0);

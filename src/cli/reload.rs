@@ -1,221 +1,76 @@
-//! `pinion reload -c FILE`: validate FILE, start a new process on it that takes over the
-//! listening sockets of the running one (Pingora's hand-over), and return once it serves.
-//! An invalid FILE changes nothing.
+//! `pinion reload -c FILE`: FILE is validated here (every problem printed, exit 1, nothing
+//! changed), then the running gateway loads it in place over its control socket and says how
+//! that went. When FILE changes what only a new process can change, or the gateway has no
+//! control socket, the command says so and hands over to a new process (`pinion upgrade`).
 
+use super::upgrade::{self, UpgradeError};
 use crate::config::Config;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
+use crate::server::control::{Client, ControlError, Reply};
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
-/// How long the new process may take to bind the upgrade socket, and then to serve.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a reload did not happen or did not finish.
+/// Why `pinion reload` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// No running instance was found through the PID file.
-    #[error("no running pinion found through {pid_file}: {reason}")]
-    NotRunning { pid_file: String, reason: String },
-    /// The new process could not be started.
-    #[error("cannot start the new process: {0}")]
-    Spawn(std::io::Error),
-    /// The new process exited before serving.
-    #[error("the new process exited ({0}) before taking over; the running instance is untouched")]
-    NewExited(String),
-    /// A step did not complete in time.
-    #[error("timed out waiting for the new process to {0}")]
-    Timeout(&'static str),
-    /// An address of the new configuration is taken by another process.
-    #[error("{addr} is in use by another process; the running instance is untouched")]
-    AddressInUse { addr: SocketAddr },
-    /// Signalling the running instance failed.
-    #[error("cannot signal the running instance (pid {pid}): {source}")]
-    Signal { pid: i32, source: nix::Error },
+    /// Finding or signalling the running gateway, or the hand-over, failed.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
+    /// The control socket answered wrongly or broke off.
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
-/// Performs the hand-over; `config` is already validated. Returns (old pid, new pid).
-pub fn run(file: &Path, config: &Config) -> Result<(i32, i32), ReloadError> {
-    let pid_file = &config.server.pid_file;
-    let old = running_pid(pid_file)?;
-    check_addresses(config, old)?;
-    let sock = Path::new(&config.server.upgrade_sock);
-    // A socket file left by an earlier upgrade would look like the new process is ready.
-    let _ = std::fs::remove_file(sock);
-    let exe = std::env::current_exe().map_err(ReloadError::Spawn)?;
-    let mut child = Command::new(exe)
-        .arg("-c")
-        .arg(file)
-        .arg("-u")
-        // Its own process group: a Ctrl-C meant for `reload` must not stop the new gateway.
-        .process_group(0)
-        .spawn()
-        .map_err(ReloadError::Spawn)?;
-    wait(&mut child, "listen on the upgrade socket", || sock.exists())?;
-    if let Err(source) = kill(Pid::from_raw(old), Signal::SIGQUIT) {
-        let _ = child.kill();
-        return Err(ReloadError::Signal { pid: old, source });
-    }
-    let new = i32::try_from(child.id()).unwrap_or_default();
-    let daemon = config.server.daemon;
-    wait(&mut child, "take over and serve", || {
-        let current = std::fs::read_to_string(pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        match current {
-            Some(pid) if daemon => pid != old && kill(Pid::from_raw(pid), None).is_ok(),
-            Some(pid) => pid == new,
-            None => false,
-        }
-    })?;
-    let new = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(new);
-    Ok((old, new))
-}
-
-/// Every address the new process will listen on must be inherited from the running instance
-/// or free: the new process binds the others only after the hand-over, too late to back out.
-fn check_addresses(config: &Config, old: i32) -> Result<(), ReloadError> {
-    let inherited = listening_addresses(old);
-    let wanted = config
-        .listeners
-        .iter()
-        .flat_map(|l| l.binds.iter().copied())
-        .chain(config.admin);
-    for addr in wanted {
-        if inherited.contains(&addr) {
-            continue;
-        }
-        if let Err(e) = std::net::TcpListener::bind(addr) {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                return Err(ReloadError::AddressInUse { addr });
-            }
+/// Reloads the running gateway from `file` (already validated as `config`); prints what
+/// happened and returns the exit code.
+pub fn run(file: &Path, config: &Config) -> ExitCode {
+    match reload(file, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pinion reload: {e}");
+            ExitCode::from(1)
         }
     }
-    Ok(())
 }
 
-/// The TCP addresses process `pid` listens on (Linux: its socket inodes in /proc/net/tcp*).
-fn listening_addresses(pid: i32) -> HashSet<SocketAddr> {
-    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|target| {
-            let t = target.to_string_lossy().to_string();
-            t.strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_owned)
-        })
-        .collect();
-    let mut out = HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
-                continue;
-            };
-            if *state == "0A" && inodes.contains(*inode) {
-                out.extend(parse_proc_address(local));
-            }
+fn reload(file: &Path, config: &Config) -> Result<ExitCode, ReloadError> {
+    let shown = file.display();
+    let pid = upgrade::running_pid(&config.server.pid_file)?;
+    let reply = match Client::new(&config.server.control_sock, pid).reload(file) {
+        Ok(reply) => reply,
+        Err(ControlError::Connect { path, source }) => {
+            println!(
+                "pid {pid} takes no reload requests at {path} ({source}): handing over to a new \
+                 process"
+            );
+            return handover(file, config);
         }
-    }
-    out
-}
-
-/// `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6), each 32-bit word in host order.
-fn parse_proc_address(s: &str) -> Option<SocketAddr> {
-    let (addr, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let words: Vec<u32> = (0..addr.len() / 8)
-        .map(|i| {
-            addr.get(i * 8..i * 8 + 8)
-                .and_then(|w| u32::from_str_radix(w, 16).ok())
-        })
-        .collect::<Option<_>>()?;
-    let ip: IpAddr = match words.as_slice() {
-        [w] => Ipv4Addr::from(w.to_le_bytes()).into(),
-        [a, b, c, d] => {
-            let mut octets = [0u8; 16];
-            for (i, w) in [a, b, c, d].iter().enumerate() {
-                octets[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-            }
-            Ipv6Addr::from(octets).into()
-        }
-        _ => return None,
+        Err(e) => return Err(e.into()),
     };
-    Some(SocketAddr::new(ip, port))
-}
-
-fn running_pid(pid_file: &str) -> Result<i32, ReloadError> {
-    let not_running = |reason: String| ReloadError::NotRunning {
-        pid_file: pid_file.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(pid_file).map_err(|e| not_running(e.to_string()))?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .map_err(|_| not_running(format!("{:?} is not a process id", text.trim())))?;
-    kill(Pid::from_raw(pid), None).map_err(|e| not_running(format!("process {pid}: {e}")))?;
-    Ok(pid)
-}
-
-/// Polls `ready` until it holds, failing if the child exits first (unless it daemonized).
-fn wait(
-    child: &mut Child,
-    what: &'static str,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), ReloadError> {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return Ok(());
+    match reply {
+        Reply::Applied { generation, sha256 } => {
+            println!(
+                "reloaded {shown} in place: pid {pid}, generation {generation}, sha256 {sha256}"
+            );
+            Ok(ExitCode::SUCCESS)
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            if !status.success() {
-                return Err(ReloadError::NewExited(status.to_string()));
-            }
+        Reply::Invalid(problems) => {
+            eprintln!("{problems}");
+            eprintln!("{shown}: configuration invalid, nothing changed");
+            Ok(ExitCode::from(1))
         }
-        if start.elapsed() > STEP_TIMEOUT {
-            let _ = child.kill();
-            return Err(ReloadError::Timeout(what));
+        Reply::Failed(reason) => {
+            eprintln!("pinion reload: pid {pid} did not apply {shown}: {reason}; nothing changed");
+            Ok(ExitCode::from(1))
         }
-        std::thread::sleep(Duration::from_millis(20));
+        Reply::Handover(what) => {
+            println!("{shown} changes {what}: handing over to a new process");
+            handover(file, config)
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proc_net_addresses_parse() {
-        assert_eq!(
-            parse_proc_address("0100007F:1F90"),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_proc_address("00000000000000000000000001000000:01BB"),
-            Some("[::1]:443".parse().unwrap())
-        );
-        assert_eq!(parse_proc_address("nope"), None);
-    }
-
-    #[test]
-    fn this_process_listening_sockets_are_found() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let pid = i32::try_from(std::process::id()).unwrap();
-        assert!(listening_addresses(pid).contains(&addr));
-    }
+fn handover(file: &Path, config: &Config) -> Result<ExitCode, ReloadError> {
+    let (old, new) = upgrade::run(file, config)?;
+    println!("upgraded: pid {old} handed over to pid {new}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,8 @@ pub struct RawServer {
     pub threads: Option<u64>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    pub control_sock: Option<String>,
+    pub watch: Option<bool>,
     pub grace_period_seconds: Option<u64>,
     pub graceful_shutdown_timeout_seconds: Option<u64>,
     pub daemon: Option<bool>,

@@ -71,6 +71,7 @@ pub(super) fn validate(
         unparsed,
         resolve,
         problems: Vec::new(),
+        files: Vec::new(),
     };
     let root = KeyPath::default();
     let admin = raw.admin.as_ref().and_then(|a| {
@@ -117,6 +118,8 @@ pub(super) fn validate(
     }
     Ok(Config {
         file: file.to_owned(),
+        sha256: String::new(),
+        files: v.files,
         server,
         routes: RouteTable::new(routes, listeners.len()),
         listeners,
@@ -131,6 +134,8 @@ struct Validator<'a> {
     unparsed: &'a Unparsed,
     resolve: super::Resolve,
     problems: Problems,
+    /// Every file read, for `server.watch`.
+    files: Vec<PathBuf>,
 }
 
 impl Validator<'_> {
@@ -188,6 +193,7 @@ impl Validator<'_> {
     /// Reads a file the configuration refers to.
     fn read(&mut self, path: &KeyPath, rel: &str) -> Option<(PathBuf, Vec<u8>)> {
         let full = self.resolve(rel);
+        self.files.push(full.clone());
         match std::fs::read(&full) {
             Ok(bytes) => Some((full, bytes)),
             Err(e) => {
@@ -276,6 +282,10 @@ impl Validator<'_> {
             upgrade_sock: raw
                 .upgrade_sock
                 .unwrap_or_else(|| "/tmp/pinion_upgrade.sock".into()),
+            control_sock: raw
+                .control_sock
+                .unwrap_or_else(|| "/tmp/pinion_control.sock".into()),
+            watch: raw.watch.unwrap_or(false),
             grace_period: Duration::from_secs(grace),
             graceful_shutdown_timeout: Duration::from_secs(shutdown),
             daemon: raw.daemon.unwrap_or(false),

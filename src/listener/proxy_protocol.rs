@@ -4,6 +4,7 @@
 //! address for X-Forwarded-For, logs and `ip_hash`.
 
 use super::BindIndex;
+use crate::server::drain::Closer;
 use async_trait::async_trait;
 use log::debug;
 use pingora::apps::ServerApp;
@@ -241,18 +242,21 @@ impl PreTlsProcess for ProxyProtocolGate {
     }
 }
 
-/// The proxy service's application, with PROXY headers read on plain listeners first.
+/// The proxy service's application, with PROXY headers read on plain listeners first, every
+/// client connection counted, and idle connections kept open until the drain lets them go.
 pub struct Front<A> {
     app: Arc<A>,
     gate: ProxyProtocolGate,
+    closer: Closer,
 }
 
 impl<A> Front<A> {
     /// Wraps `app`.
-    pub fn new(app: A, gate: ProxyProtocolGate) -> Front<A> {
+    pub fn new(app: A, gate: ProxyProtocolGate, closer: Closer) -> Front<A> {
         Front {
             app: Arc::new(app),
             gate,
+            closer,
         }
     }
 }
@@ -264,6 +268,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _counted = self.closer.connection();
         // TLS streams had their header read before the handshake (PreTlsProcess).
         if stream.get_ssl_digest().is_some() || !self.gate.expects(stream.get_socket_digest()) {
             return self.app.process_new(stream, shutdown).await;
@@ -282,7 +287,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     }
 
     async fn cleanup(&self) {
+        // Pingora calls this when it stops accepting; the wrapped proxy then drops every idle
+        // keep-alive connection at once. Clients still get the grace period to use them.
+        self.closer.wait_for_idle_close().await;
         self.app.cleanup().await;
+        self.closer.idle_closed();
     }
 }
 

@@ -5,6 +5,7 @@
 use super::health::Transition;
 use super::{Pool, Server};
 use crate::config::{PinMode, Probe};
+use crate::gateway::Gateway;
 use crate::upstream::{self, PinError, PresentedCert};
 use async_trait::async_trait;
 use log::{info, warn};
@@ -19,15 +20,17 @@ use std::time::Duration;
 /// Most bytes of a probe response body searched for `body_contains`.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The background service that probes every server of every pool with a probe.
+/// The background service that probes every server of every pool with a probe, in the
+/// configuration generation serving now: a reload stops the probes of the old generation and
+/// starts those of the new one (servers it kept keep their health and thresholds' counts).
 pub struct Prober {
-    pools: Arc<Vec<Pool>>,
+    gw: Arc<Gateway>,
 }
 
 impl Prober {
     /// A prober over the gateway's pools.
-    pub fn new(pools: Arc<Vec<Pool>>) -> Prober {
-        Prober { pools }
+    pub fn new(gw: Arc<Gateway>) -> Prober {
+        Prober { gw }
     }
 }
 
@@ -35,21 +38,31 @@ impl Prober {
 impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let connector = Arc::new(Connector::new(None));
-        let mut tasks = Vec::new();
-        for (p, pool) in self.pools.iter().enumerate() {
-            if pool.probe.is_none() {
-                continue;
+        let mut generations = self.gw.subscribe();
+        loop {
+            let gen = self.gw.current();
+            let mut tasks = Vec::new();
+            for (p, pool) in gen.pools.iter().enumerate() {
+                if pool.probe.is_none() {
+                    continue;
+                }
+                for s in 0..pool.servers.len() {
+                    let (gen, connector) = (gen.clone(), connector.clone());
+                    tasks.push(tokio::spawn(async move {
+                        probe_loop(&gen.pools, p, s, &connector).await
+                    }));
+                }
             }
-            for s in 0..pool.servers.len() {
-                let (pools, connector) = (self.pools.clone(), connector.clone());
-                tasks.push(tokio::spawn(async move {
-                    probe_loop(&pools, p, s, &connector).await
-                }));
+            let stop = tokio::select! {
+                _ = shutdown.changed() => true,
+                changed = generations.changed() => changed.is_err(),
+            };
+            for t in tasks {
+                t.abort();
             }
-        }
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
+            if stop {
+                return;
+            }
         }
     }
 }

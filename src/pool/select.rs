@@ -145,9 +145,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::Health;
     use pingora::upstreams::peer::HttpPeer;
-    use std::sync::atomic::AtomicUsize;
 
     fn servers(weights: &[u32]) -> Vec<Server> {
         weights
@@ -163,8 +161,12 @@ mod tests {
                 weight: *w,
                 id: format!("id{i}"),
                 host_name: String::new(),
-                health: Health::default(),
-                in_flight: AtomicUsize::new(0),
+                health: Default::default(),
+                in_flight: Default::default(),
+                carry_key: (
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    0,
+                ),
             })
             .collect()
     }

@@ -1,7 +1,8 @@
 //! Per-request state carried through Pingora's phases.
 
-use crate::pool::Pool;
+use crate::gateway::Generation;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -16,8 +17,11 @@ pub(super) enum Next {
 }
 
 /// Per-request state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ctx {
+    /// The configuration generation this request started on; it keeps it to the end, so a
+    /// reload never changes a request halfway.
+    pub(super) gen: Arc<Generation>,
     pub(super) listener: usize,
     pub(super) route: Option<usize>,
     pub(super) pool: Option<usize>,
@@ -54,6 +58,34 @@ pub struct Ctx {
     pub(super) upstream_tls: Option<String>,
 }
 
+impl Ctx {
+    /// A request's state, on generation `gen`, started at `start`.
+    pub(super) fn new(gen: Arc<Generation>, start: (Instant, SystemTime)) -> Ctx {
+        Ctx {
+            gen,
+            listener: 0,
+            route: None,
+            pool: None,
+            server: None,
+            tried: Vec::new(),
+            in_flight: None,
+            affinity: None,
+            set_cookie: None,
+            nothing_sent: false,
+            target: None,
+            authority: String::new(),
+            request_id: String::new(),
+            logged: false,
+            peer: None,
+            trusted: false,
+            client: None,
+            start: Some(start),
+            upstream_start: None,
+            upstream_tls: None,
+        }
+    }
+}
+
 /// The request's pool (0 before routing; only read once a pool is set).
 pub(super) fn pool_index(ctx: &Ctx) -> usize {
     ctx.pool.unwrap_or_default()
@@ -62,35 +94,17 @@ pub(super) fn pool_index(ctx: &Ctx) -> usize {
 /// Counts a request in its server's in-flight requests until dropped (with the request's
 /// context, whatever way the request ends).
 #[derive(Debug)]
-pub(super) struct InFlight {
-    pools: Arc<Vec<Pool>>,
-    pool: usize,
-    server: usize,
-}
+pub(super) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    pub(super) fn new(pools: Arc<Vec<Pool>>, pool: usize, server: usize) -> InFlight {
-        if let Some(s) = pools.get(pool).and_then(|p| p.servers.get(server)) {
-            s.in_flight
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        InFlight {
-            pools,
-            pool,
-            server,
-        }
+    pub(super) fn new(counter: Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(s) = self
-            .pools
-            .get(self.pool)
-            .and_then(|p| p.servers.get(self.server))
-        {
-            s.in_flight
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

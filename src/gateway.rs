@@ -1,0 +1,261 @@
+//! The live state of a running gateway: one [`Generation`] per loaded configuration, behind one
+//! atomic pointer. A request takes the current generation once, when it starts, and keeps it to
+//! its end; a reload builds the next generation beside it and swaps the pointer. The request
+//! path never takes a lock to read the configuration.
+
+use crate::access_log::{AccessLog, AccessLogError};
+use crate::config::{AccessLogConfig, Config, Listener, ServerSettings};
+use crate::listener::BindIndex;
+use crate::metrics::{ConfigMetrics, Metrics};
+use crate::pool::Pool;
+use crate::routing::RouteTable;
+use crate::upstream;
+use arc_swap::ArcSwap;
+use pingora::protocols::tls::HandshakeCompleteHook;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Everything a request needs, built once from one validated configuration.
+pub struct Generation {
+    /// 1 for the configuration the process started with, one more per applied reload.
+    pub number: u64,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Hex SHA-256 of that file.
+    pub sha256: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// The other files it was built from (for `server.watch`).
+    pub files: Vec<PathBuf>,
+    /// Process settings; those that need a new process are compared in [`Generation::needs_handover`].
+    pub server: ServerSettings,
+    /// Listeners in file order.
+    pub listeners: Vec<Listener>,
+    /// The listener of each bound address.
+    pub binds: BindIndex,
+    /// Routes.
+    pub routes: RouteTable,
+    /// Pools, with their servers' health.
+    pub pools: Vec<Pool>,
+    /// Counters, shared with earlier generations where the labels match.
+    pub metrics: Metrics,
+    /// The access log, shared with the previous generation when its settings are unchanged.
+    pub access_log: Option<Arc<AccessLog>>,
+    access_log_config: Option<AccessLogConfig>,
+    admin: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("number", &self.number)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a socket is, as far as a reload in place is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Socket {
+    addr: SocketAddr,
+    tls: bool,
+    proxy_protocol: bool,
+}
+
+impl Generation {
+    fn sockets(&self) -> Vec<Socket> {
+        let mut out: Vec<Socket> = self
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.binds.iter().map(|addr| Socket {
+                    addr: *addr,
+                    tls: l.tls.is_some(),
+                    proxy_protocol: l.proxy_protocol,
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Why `next` cannot replace this generation inside the running process, if it cannot:
+    /// its listening sockets or process settings differ. `None` when a reload in place applies
+    /// all of it.
+    pub fn needs_handover(&self, next: &Config) -> Option<String> {
+        let mut wanted: Vec<Socket> = next
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.binds.iter().map(|addr| Socket {
+                    addr: *addr,
+                    tls: l.tls.is_some(),
+                    proxy_protocol: l.proxy_protocol,
+                })
+            })
+            .collect();
+        wanted.sort();
+        if wanted != self.sockets() {
+            return Some("the listening sockets (bind, tls or proxy_protocol)".into());
+        }
+        if next.admin != self.admin {
+            return Some("admin.bind".into());
+        }
+        let (a, b) = (&self.server, &next.server);
+        let changed = [
+            ("server.threads", a.threads != b.threads),
+            ("server.pid_file", a.pid_file != b.pid_file),
+            ("server.upgrade_sock", a.upgrade_sock != b.upgrade_sock),
+            ("server.control_sock", a.control_sock != b.control_sock),
+            ("server.daemon", a.daemon != b.daemon),
+            ("server.error_log", a.error_log != b.error_log),
+            ("server.user", a.user != b.user),
+            ("server.group", a.group != b.group),
+        ];
+        let keys: Vec<&str> = changed
+            .iter()
+            .filter(|(_, c)| *c)
+            .map(|(k, _)| *k)
+            .collect();
+        (!keys.is_empty()).then(|| keys.join(", "))
+    }
+}
+
+/// Counts of reloads in place.
+#[derive(Debug, Default)]
+struct Reloads {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The gateway: the current generation and what outlives generations.
+pub struct Gateway {
+    current: ArcSwap<Generation>,
+    reloads: Reloads,
+    hook: HandshakeCompleteHook,
+    /// The number of the generation installed last, for tasks that follow reloads.
+    installed: tokio::sync::watch::Sender<u64>,
+}
+
+/// A generation built and ready to be installed.
+pub struct Prepared {
+    next: Generation,
+    /// Servers that took over the health and pooled connections of the previous generation.
+    pub kept_servers: usize,
+    /// All servers of the new generation.
+    pub servers: usize,
+}
+
+impl Gateway {
+    /// The gateway serving `config` as generation 1.
+    pub fn new(config: &Config) -> Result<Gateway, AccessLogError> {
+        let hook = upstream::handshake_hook();
+        let first = build(config, 1, None, &hook)?;
+        Ok(Gateway {
+            current: ArcSwap::from_pointee(first.next),
+            reloads: Reloads::default(),
+            hook,
+            installed: tokio::sync::watch::Sender::new(1),
+        })
+    }
+
+    /// The generation serving now; holding it keeps it alive.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Builds the generation that would serve `config`, carrying over what may be carried.
+    /// Nothing changes until [`Gateway::install`].
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, AccessLogError> {
+        let now = self.current.load();
+        build(config, now.number + 1, Some(&now), &self.hook)
+    }
+
+    /// Makes `prepared` the generation for every request that starts from now on.
+    pub fn install(&self, prepared: Prepared) -> Arc<Generation> {
+        let next = Arc::new(prepared.next);
+        self.current.store(next.clone());
+        self.reloads.ok.fetch_add(1, Ordering::Relaxed);
+        self.installed.send_replace(next.number);
+        next
+    }
+
+    /// Tells when a new generation is installed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
+    }
+
+    /// Counts a reload that changed nothing.
+    pub fn refused(&self) {
+        self.reloads.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The configuration's own metrics.
+    pub fn config_metrics(&self) -> ConfigMetrics {
+        ConfigMetrics {
+            generation: self.current.load().number,
+            reloads_ok: self.reloads.ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes out queued access log lines (at shutdown).
+    pub fn flush_access_log(&self) {
+        if let Some(log) = &self.current.load().access_log {
+            log.flush(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+fn build(
+    config: &Config,
+    number: u64,
+    previous: Option<&Generation>,
+    hook: &HandshakeCompleteHook,
+) -> Result<Prepared, AccessLogError> {
+    let access_log = match previous {
+        Some(p) if p.access_log_config == config.access_log => p.access_log.clone(),
+        _ => config
+            .access_log
+            .as_ref()
+            .map(AccessLog::open)
+            .transpose()?
+            .map(Arc::new),
+    };
+    let mut kept_servers = 0;
+    let pools: Vec<Pool> = config
+        .pools
+        .iter()
+        .map(|cfg| {
+            let old = previous.and_then(|p| p.pools.iter().find(|o| o.name == cfg.name));
+            let pool = Pool::carried(cfg, hook, old);
+            kept_servers += pool.carried_servers(old);
+            pool
+        })
+        .collect();
+    let servers = pools.iter().map(|p| p.servers.len()).sum();
+    let next = Generation {
+        number,
+        file: crate::config::absolute(&config.file),
+        sha256: config.sha256.clone(),
+        loaded_at: SystemTime::now(),
+        files: config.files.clone(),
+        server: config.server.clone(),
+        listeners: config.listeners.clone(),
+        binds: BindIndex::new(&config.listeners),
+        routes: config.routes.clone(),
+        pools,
+        metrics: Metrics::carried(config, previous.map(|p| &p.metrics)),
+        access_log,
+        access_log_config: config.access_log.clone(),
+        admin: config.admin,
+    };
+    Ok(Prepared {
+        next,
+        kept_servers,
+        servers,
+    })
+}

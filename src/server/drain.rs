@@ -1,0 +1,107 @@
+//! How a process that is leaving (SIGTERM, or SIGQUIT in a hand-over) lets go of its client
+//! connections without losing a request.
+//!
+//! From the signal on, every HTTP/1.1 response says `Connection: close` (see `proxy`), so
+//! clients that send reconnect to the new process or another instance. Pingora stops accepting
+//! and sends HTTP/2 GOAWAY when it broadcasts its shutdown; left to itself it would also drop
+//! every idle keep-alive connection at that moment, racing clients that are just sending on
+//! them. [`Closer`] holds that back until the grace period has passed since the signal. Once
+//! idle connections are closed, the process waits for the last open connection (at most
+//! `graceful_shutdown_timeout`) and exits.
+
+use crate::admin::Drain;
+use crate::gateway::Gateway;
+use log::info;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long Pingora keeps accepting beside the new process after handing the sockets over
+/// (its `CLOSE_TIMEOUT`).
+pub const HANDOVER_OVERLAP: Duration = Duration::from_secs(5);
+
+/// Open client connections of the proxy service, and whether idle ones were closed.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: AtomicUsize,
+    idle_closed: AtomicBool,
+}
+
+impl Connections {
+    /// Client connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one client connection while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Connections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the proxy service's application wrapper asks at each connection and at shutdown.
+#[derive(Clone)]
+pub struct Closer {
+    gw: Arc<Gateway>,
+    drain: Arc<Drain>,
+    connections: Arc<Connections>,
+}
+
+impl Closer {
+    /// A closer over the gateway's drain state.
+    pub fn new(gw: Arc<Gateway>, drain: Arc<Drain>, connections: Arc<Connections>) -> Closer {
+        Closer {
+            gw,
+            drain,
+            connections,
+        }
+    }
+
+    /// Counts a client connection until the guard is dropped.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.connections.open.fetch_add(1, Ordering::SeqCst);
+        ConnectionGuard(self.connections.clone())
+    }
+
+    /// Waits until idle connections may be closed: the grace period after the drain began.
+    pub async fn wait_for_idle_close(&self) {
+        if let Some(since) = self.drain.since() {
+            let until = since + self.gw.current().server.grace_period;
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// Records that idle connections are closed; only requests in flight remain.
+    pub fn idle_closed(&self) {
+        self.connections.idle_closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Exits the process once idle connections are closed and the last connection is done, or
+/// `graceful_shutdown_timeout` after idle connections were closed, whichever comes first.
+/// Pingora alone would sit out its whole grace period even with nothing left to serve.
+pub fn exit_when_done(gw: Arc<Gateway>, connections: Arc<Connections>) {
+    let spawned = std::thread::Builder::new()
+        .name("pinion-exit".into())
+        .spawn(move || {
+            while !connections.idle_closed.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let deadline = Instant::now() + gw.current().server.graceful_shutdown_timeout;
+            while connections.open() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left = connections.open();
+            gw.flush_access_log();
+            info!("draining done ({left} connection(s) left): exiting");
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch the drain ({e}); exiting after Pingora's grace period");
+    }
+}
