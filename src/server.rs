@@ -72,6 +72,7 @@ pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
 
 /// Runs the gateway until it is stopped; returns after a graceful shutdown.
 pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
+    survive_hangup();
     raise_open_file_limit();
     let conf = pingora_conf(&config.server, mode.daemon);
     let daemon = conf.daemon;
@@ -138,6 +139,26 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     });
     gateway.flush_access_log();
     Ok(())
+}
+
+/// Takes SIGHUP's default action (terminate) away from the start: the signal watch that
+/// reloads on it runs only once the server is up, and a SIGHUP sent as soon as the listeners
+/// answer, or by a closing terminal, must not kill the gateway. Registering a handler once is
+/// enough: it stays for the life of the process (and across a daemon's fork), and signals
+/// nobody waits for are dropped.
+fn survive_hangup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let registered = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async { signal(SignalKind::hangup()).map(drop) })
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = registered {
+        log::warn!("cannot catch SIGHUP until the server runs: {e}");
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit, as HAProxy does: every client and backend

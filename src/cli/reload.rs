@@ -37,11 +37,8 @@ fn reload(file: &Path, config: &Config) -> Result<ExitCode, ReloadError> {
     let pid = upgrade::running_pid(&config.server.pid_file)?;
     let reply = match Client::new(&config.server.control_sock, pid).reload(file) {
         Ok(reply) => reply,
-        Err(ControlError::Connect { path, source }) => {
-            println!(
-                "pid {pid} takes no reload requests at {path} ({source}): handing over to a new \
-                 process"
-            );
+        Err(e @ (ControlError::Connect { .. } | ControlError::WrongProcess { .. })) => {
+            println!("pid {pid} cannot reload in place ({e}): handing over to a new process");
             return handover(file, config);
         }
         Err(e) => return Err(e.into()),
