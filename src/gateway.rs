@@ -259,3 +259,75 @@ fn build(
         servers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_with, Resolve};
+
+    const PIN_A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    const PIN_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
+
+    /// A configuration with one plain listener on `port`, a pinned pool `api` of two servers
+    /// trusting `pin`, and a route `all`.
+    fn config(dir: &tempfile::TempDir, port: u16, pin: &str, route: &str) -> Config {
+        let yaml = format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:{port}\npools:\n  - name: api\n    probe: false\n    servers: [127.0.0.1:9001, 127.0.0.1:9002]\n    tls:\n      pins: [{{sha256: \"{pin}\"}}]\nroutes:\n  - name: {route}\n    pool: api\n"
+        );
+        let file = dir.path().join("pinion.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load_with(&file, Resolve::Offline).unwrap()
+    }
+
+    #[test]
+    fn route_and_pin_changes_apply_in_place_but_new_sockets_need_a_new_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::new(&config(&dir, 8080, PIN_A, "all")).unwrap();
+        let now = gw.current();
+        assert_eq!(
+            now.needs_handover(&config(&dir, 8080, PIN_B, "other")),
+            None
+        );
+        assert_eq!(
+            now.needs_handover(&config(&dir, 8081, PIN_A, "all"))
+                .as_deref(),
+            Some("the listening sockets (bind, tls or proxy_protocol)")
+        );
+    }
+
+    #[test]
+    fn servers_keep_health_and_counters_only_while_their_trust_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::new(&config(&dir, 8080, PIN_A, "all")).unwrap();
+        let first = gw.current();
+        let server = &first.pools[0].servers[0];
+        server.health.record(Err("refused".into()), 1, 1);
+        first.metrics.request(0, Some(0), 200);
+
+        let same_trust = gw.prepare(&config(&dir, 8080, PIN_A, "all")).unwrap();
+        assert_eq!((same_trust.kept_servers, same_trust.servers), (2, 2));
+        let second = gw.install(same_trust);
+        assert_eq!(second.number, 2);
+        assert!(!second.pools[0].servers[0].health.is_healthy());
+        assert!(Arc::ptr_eq(
+            &server.in_flight,
+            &second.pools[0].servers[0].in_flight
+        ));
+        let config_metrics = gw.config_metrics();
+        let text = second.metrics.render(&second.pools, 0, &config_metrics);
+        assert!(
+            text.contains("route=\"all\",pool=\"api\",status_class=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pinion_config_generation 2"), "{text}");
+
+        let other_pin = gw.prepare(&config(&dir, 8080, PIN_B, "all")).unwrap();
+        assert_eq!(other_pin.kept_servers, 0);
+        let third = gw.install(other_pin);
+        assert!(third.pools[0].servers[0].health.is_healthy());
+        assert_ne!(
+            first.pools[0].servers[0].peer.group_key, third.pools[0].servers[0].peer.group_key,
+            "connections pooled under the old whitelist are never reused"
+        );
+    }
+}
