@@ -97,6 +97,7 @@ server:
   threads: 2
   pid_file: {d}/pinion.pid
   upgrade_sock: {d}/upgrade.sock
+  control_sock: {d}/control.sock
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 1
 admin:
