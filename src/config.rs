@@ -37,8 +37,9 @@ pub struct Config {
     pub file: PathBuf,
     /// Lower-case hex SHA-256 of the file's bytes.
     pub sha256: String,
-    /// Every other file it names that was read (certificates, keys, CAs, pins, error pages).
-    pub files: Vec<PathBuf>,
+    /// The file itself and every file it names that was read (certificates, keys, CAs, pins,
+    /// error pages), each with what its path resolved to just before it was read.
+    pub files: Vec<(PathBuf, FileStamp)>,
     /// Process settings.
     pub server: ServerSettings,
     /// Listeners in file order.
@@ -349,6 +350,7 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
         file: file.to_owned(),
         diagnostics,
     };
+    let own_stamp = stamp(file);
     let text = std::fs::read_to_string(file).map_err(|e| {
         fail(vec![Diagnostic {
             path: ".".into(),
@@ -368,6 +370,7 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
     match validate::validate(raw, &base, file, &unparsed, resolve) {
         Ok(mut config) if diagnostics.is_empty() => {
             config.sha256 = sha256_hex(text.as_bytes());
+            config.files.insert(0, (absolute(file), own_stamp));
             Ok(config)
         }
         Ok(_) => Err(fail(diagnostics)),
@@ -391,6 +394,19 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
 /// swaps the link target on every update, and the next reload must read the new target.
 pub fn absolute(file: &Path) -> PathBuf {
     std::path::absolute(file).unwrap_or_else(|_| file.to_owned())
+}
+
+/// What a path resolves to now (device, inode, size, modification time), following symbolic
+/// links; `None` while it cannot be read. A change of any part means the file changed, be it
+/// edited in place or swapped by a Kubernetes `..data` link switch.
+pub type FileStamp = Option<(u64, u64, u64, i64, i64)>;
+
+/// The stamp of `path` now.
+pub fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// Lower-case hex SHA-256, as `sha256sum` prints it.

@@ -28,8 +28,9 @@ pub struct Generation {
     pub sha256: String,
     /// When it was loaded.
     pub loaded_at: SystemTime,
-    /// The other files it was built from (for `server.watch`).
-    pub files: Vec<PathBuf>,
+    /// The files it was built from, the configuration first, as they were when read (for
+    /// `server.watch`).
+    pub files: Vec<(PathBuf, crate::config::FileStamp)>,
     /// Process settings; those that need a new process are compared in [`Generation::needs_handover`].
     pub server: ServerSettings,
     /// Listeners in file order.

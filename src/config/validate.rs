@@ -135,7 +135,7 @@ struct Validator<'a> {
     resolve: super::Resolve,
     problems: Problems,
     /// Every file read, for `server.watch`.
-    files: Vec<PathBuf>,
+    files: Vec<(PathBuf, super::FileStamp)>,
 }
 
 impl Validator<'_> {
@@ -193,7 +193,7 @@ impl Validator<'_> {
     /// Reads a file the configuration refers to.
     fn read(&mut self, path: &KeyPath, rel: &str) -> Option<(PathBuf, Vec<u8>)> {
         let full = self.resolve(rel);
-        self.files.push(full.clone());
+        self.files.push((full.clone(), super::stamp(&full)));
         match std::fs::read(&full) {
             Ok(bytes) => Some((full, bytes)),
             Err(e) => {

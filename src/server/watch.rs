@@ -1,37 +1,22 @@
 //! `server.watch: true`: reload in place when the configuration file or any file it names
 //! changes, as a Kubernetes ConfigMap or Secret update or a certificate renewal does it.
 //!
-//! Files are polled once a second by what their path resolves to now (device, inode, size,
-//! modification time), which sees a Kubernetes `..data` symlink switch as well as an edit in
-//! place. A change is applied once the files have stayed the same for one more poll, so a
-//! half-written set is not loaded; a set that fails to load is logged once and left until the
-//! files change again.
+//! Files are polled once a second by what their path resolves to now (`config::stamp`), which
+//! sees a Kubernetes `..data` symlink switch as well as an edit in place, and compared with
+//! what they were when the serving generation read them. A change is applied once the files
+//! have stayed the same for one more poll, so a half-written set is not loaded; a set that
+//! fails to load is logged once and left until the files change again.
 
 use super::reload::{Outcome, Reloader};
+use crate::config::{stamp, FileStamp};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the files are looked at.
 const POLL: Duration = Duration::from_secs(1);
-
-/// What a file's path resolves to now; `None` while it is missing.
-type Stamp = Option<(u64, u64, u64, i64, i64)>;
-
-fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-        })
-        .collect()
-}
 
 /// The background service that watches the files of the generation serving now.
 pub struct Watcher {
@@ -50,9 +35,8 @@ impl BackgroundService for Watcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let gw = self.reloader.gateway().clone();
         let mut generation = 0;
-        let mut files: Vec<PathBuf> = Vec::new();
-        // What is applied (or was tried and refused), and what the last poll saw.
-        let (mut settled, mut last): (Vec<Stamp>, Vec<Stamp>) = (Vec::new(), Vec::new());
+        // What was applied or last tried, and what the previous poll saw.
+        let (mut settled, mut last): (Vec<FileStamp>, Vec<FileStamp>) = (Vec::new(), Vec::new());
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -60,19 +44,14 @@ impl BackgroundService for Watcher {
             }
             let gen = gw.current();
             if !gen.server.watch {
-                generation = 0;
                 continue;
             }
             if gen.number != generation {
                 generation = gen.number;
-                files = std::iter::once(gen.file.clone())
-                    .chain(gen.files.iter().cloned())
-                    .collect();
-                settled = stamps(&files);
+                settled = gen.files.iter().map(|(_, s)| *s).collect();
                 last = settled.clone();
-                continue;
             }
-            let now = stamps(&files);
+            let now: Vec<FileStamp> = gen.files.iter().map(|(f, _)| stamp(f)).collect();
             let stable = now == last;
             last = now;
             if !stable || last == settled {
@@ -83,10 +62,8 @@ impl BackgroundService for Watcher {
                 "watch: {} or a file it names changed; reloading",
                 gen.file.display()
             );
-            if let Outcome::Applied { .. } = self.reloader.reload(None).await {
-                // The new generation may name other files: start over from it.
-                generation = 0;
-            }
+            // An applied reload is a new generation, with its own files and stamps.
+            let _: Outcome = self.reloader.reload(None).await;
         }
     }
 }

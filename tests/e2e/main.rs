@@ -19,5 +19,6 @@ mod operations;
 mod pin_command;
 mod pinning;
 mod pools;
+mod reload;
 mod routing;
 mod soak;

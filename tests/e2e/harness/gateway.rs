@@ -153,7 +153,7 @@ impl Env {
     pub fn server_section(&self, grace: u64) -> String {
         let d = self.dir.path().display();
         format!(
-            "server:\n  threads: 2\n  pid_file: {d}/pinion.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: {grace}\n  graceful_shutdown_timeout_seconds: 1\n"
+            "server:\n  threads: 2\n  pid_file: {d}/pinion.pid\n  upgrade_sock: {d}/upgrade.sock\n  control_sock: {d}/control.sock\n  grace_period_seconds: {grace}\n  graceful_shutdown_timeout_seconds: 1\n"
         )
     }
 }
