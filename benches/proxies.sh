@@ -167,3 +167,51 @@ wait_answers() {
   for _ in $(seq "${2:-100}"); do curl -skf "https://127.0.0.1:$1/" >/dev/null && return 0; sleep 0.1; done
   curl -skf "https://127.0.0.1:$1/" >/dev/null
 }
+
+# Reloadable variants, for benches/reload.sh: the configurations above (same ports, job and
+# files), plus HTTP/2 offered by ALPN (h2, http/1.1) and one response header the proxy adds,
+# X-Gen: $2, so that a reload from generation 1 to 2 really changes what clients get. pinion
+# also gets its own control socket. Call after write_setup; rewrites $WORK/*-reload.*.
+write_reload_conf() { # name generation
+  local gen=$2 out
+  case $1 in
+    nginx)
+      out="$WORK/nginx-reload.conf"
+      sed -e "s|listen 127.0.0.1:$NGINX_PORT ssl;|listen 127.0.0.1:$NGINX_PORT ssl http2;|" \
+          -e "s|^    location / {|    add_header X-Gen $gen always;\n    location / {|" \
+          "$WORK/nginx-proxy.conf" > "$out" ;;
+    haproxy)
+      out="$WORK/haproxy-reload.cfg"
+      sed -e "s|ssl-min-ver TLSv1.3|ssl-min-ver TLSv1.3 alpn h2,http/1.1|" \
+          -e "s|^  option forwardfor|  option forwardfor\n  http-response set-header X-Gen $gen|" \
+          "$WORK/haproxy.cfg" > "$out" ;;
+    pinion)
+      out="$WORK/pinion-reload.yaml"
+      sed -e "s|^  upgrade_sock: .*|&\n  control_sock: $WORK/pinion-control.sock|" \
+          -e "s|http2: false|http2: true|" \
+          -e "s|^    pool: backend|&\n    response_headers: {set: {X-Gen: \"$gen\"}}|" \
+          "$WORK/pinion.yaml" > "$out" ;;
+  esac
+  # Every edit must have applied (a changed base configuration must not silently measure
+  # something else): count the lines the edits produce.
+  local edited want=2
+  case $1 in
+    nginx) edited=$(grep -c -e "X-Gen $gen always" -e "ssl http2;" "$out") ;;
+    haproxy) edited=$(grep -c -e "X-Gen $gen\$" -e "alpn h2,http/1.1" "$out") ;;
+    pinion) edited=$(grep -c -e "X-Gen: \"$gen\"" -e "http2: true" -e control_sock "$out"); want=3 ;;
+  esac
+  [ "$edited" = $want ] || { echo "write_reload_conf: could not derive $out from the base configuration"; exit 1; }
+}
+
+# Becomes reloadable proxy $1 in the foreground (call it as `run_reloadable NAME &`): nginx
+# with its master process (`nginx -s reload`), HAProxy in master-worker mode (-W; SIGUSR2 to
+# the master reloads), pinion (SIGHUP, `pinion reload`, `pinion upgrade`). $! is the process
+# a reload is sent to.
+run_reloadable() {
+  export RUST_LOG=warn
+  case $1 in
+    pinion) exec "$PINION" -c "$WORK/pinion-reload.yaml" ;;
+    nginx) exec nginx -c "$WORK/nginx-reload.conf" -p "$WORK" -g "daemon off;" ;;
+    haproxy) exec haproxy -W -f "$WORK/haproxy-reload.cfg" -db ;;
+  esac
+}

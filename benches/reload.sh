@@ -1,217 +1,259 @@
 #!/usr/bin/env bash
-# What clients see when a proxy reloads its configuration under load, side by side on 127.0.0.1:
-# nginx (`nginx -s reload`), HAProxy (master-worker, SIGUSR2 to the master), pinion in place
-# (`pinion reload`, and SIGHUP) and pinion's hand-over to a new process (`pinion upgrade`).
+# What keep-alive clients see when a proxy reloads its configuration under load, side by side on
+# 127.0.0.1 (issue 10):
 #
-#   benches/reload.sh [RUNS]           (default 2 runs of everything; DURATION=10 seconds each)
+#   nginx    nginx -s reload              new workers, the master stays
+#   haproxy  SIGUSR2 to the master (-W)   master-worker mode: new worker, the master stays
+#   pinion   pinion reload -c FILE        in place, same process (same listening socket)
+#   pinion   kill -HUP PID                in place, the same from the signal
+#   pinion   pinion upgrade -c FILE       hand-over to a new process
 #
-# Each run drives one proxy for DURATION seconds and reloads it at 3 s with a configuration that
-# really differs (the X-Gen response header the proxy adds goes from 1 to 2; "applied" checks it
-# afterwards). Loads: wrk -t1 -c20 keep-alive GETs, wrk POSTs with a 2 KiB body (Lua), and
-# h2load -c20 -m10 over HTTP/2. Errors are wrk's socket errors (connect/read/write/timeout) plus
-# non-2xx answers, and h2load's failed plus errored requests. The backend is the nginx TLS server
-# of benches/proxies.sh; everything listens on 127.0.0.1 only.
+#   benches/reload.sh [RUNS]       (default 2 runs of everything; medians printed when RUNS > 1)
+#
+# Each measurement starts the proxy on configuration generation 1, puts it under load for
+# DURATION seconds (default 10) and reloads it at AT seconds (default 3) onto generation 2: the
+# response header X-Gen the proxy adds goes from 1 to 2, so every reload really changes the
+# configuration; after the load, one curl checks that X-Gen is 2 ("applied"). Loads, each on its
+# own fresh proxy:
+#   get   wrk -t1 -c20, keep-alive HTTP/1.1 GETs
+#   post  the same with 1 KiB POST bodies (a wrk Lua script)
+#   h2    h2load -c20 -m10, HTTP/2 (20 connections, 10 streams each)
+# wrk's socket errors are listed as it reports them (connect, read, write, timeout), then
+# responses that are not 2xx/3xx; h2load's are its failed, errored and timed-out requests and
+# responses that are not 2xx. "pid" says whether the process the pid file names (nginx's and
+# HAProxy's master, pinion) changed.
+#
+# The certificates, the TLS backend and the proxies' configurations are benches/proxies.sh's
+# (the same job as benches/load.sh), with HTTP/2 offered and the X-Gen header added. Everything
+# started is stopped when the script exits. Needs: cargo, wrk, h2load (nghttp2-client), nginx,
+# haproxy, openssl, curl.
 set -euo pipefail
 
 RUNS=${1:-2}
 DURATION=${DURATION:-10}
+AT=${AT:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/pinion-reload.XXXXXX)
 . "$ROOT/benches/proxies.sh"
-prepare "wrk nginx haproxy openssl curl nghttp2-client" wrk nginx haproxy openssl curl h2load
+prepare "wrk nghttp2-client nginx haproxy openssl curl" wrk h2load nginx haproxy openssl curl
 
-RELOAD_PORT=18450
-PROXY_PID=""
+MAIN=""       # the proxy being measured (the process started; nginx's and HAProxy's master)
+PROXY=""      # its name
+RELOADER=""   # the background job that reloads at $AT seconds
 
-# Configuration generation $2 of proxy $1 (the X-Gen header it adds).
-write_conf() {
-  local gen=$2
-  case $1 in
-    nginx) cat > "$WORK/nginx-reload.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx-reload.pid;
-error_log $WORK/nginx-reload.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
-  server {
-    listen 127.0.0.1:$RELOAD_PORT ssl http2;
-    ssl_certificate $WORK/front.pem;
-    ssl_certificate_key $WORK/front.key;
-    location / {
-      proxy_pass https://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_server_name on;
-      proxy_ssl_name backend.local;
-      proxy_ssl_verify on;
-      proxy_ssl_trusted_certificate $WORK/backend.pem;
-      add_header X-Gen $gen always;
-    }
-  }
-}
-CONF
-    ;;
-    haproxy) cat > "$WORK/haproxy-reload.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-  pidfile $WORK/haproxy-reload.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:$RELOAD_PORT ssl crt $WORK/front-combined.pem alpn h2,http/1.1
-  http-response set-header X-Gen $gen
-  default_backend be
-backend be
-  http-reuse always
-  server b 127.0.0.1:$BACKEND ssl verify required ca-file $WORK/backend.pem sni str(backend.local) verifyhost backend.local
-CONF
-    ;;
-    pinion*) cat > "$WORK/pinion-reload.yaml" <<CONF
-server:
-  threads: 1
-  pid_file: $WORK/pinion-reload.pid
-  upgrade_sock: $WORK/pinion-reload-upgrade.sock
-  control_sock: $WORK/pinion-reload-control.sock
-  grace_period_seconds: 5
-  graceful_shutdown_timeout_seconds: 5
-listeners:
-  - name: https
-    bind: 127.0.0.1:$RELOAD_PORT
-    tls:
-      certificates: [{cert: front.pem, key: front.key}]
-pools:
-  - name: backend
-    servers: [127.0.0.1:$BACKEND]
-    probe: false
-    tls:
-      sni: backend.local
-      pins: [{cert: backend.pem}]
-routes:
-  - name: all
-    pool: backend
-    response_headers: {set: {X-Gen: "$gen"}}
-CONF
-    ;;
-  esac
+# The pid file a proxy names (pinion's changes on a hand-over).
+pid_file_of() {
+  case $1 in nginx) echo "$WORK/nginx-proxy.pid" ;; pinion) echo "$WORK/pinion.pid" ;; *) echo "" ;; esac
 }
 
-# Starts proxy $1 on generation 1 and waits until it answers; sets PROXY_PID (the process that
-# stays: nginx's and HAProxy's master).
-start() {
-  write_conf "$1" 1
-  case $1 in
-    nginx)
-      nginx -c "$WORK/nginx-reload.conf" -p "$WORK" 2>/dev/null
-      wait_answers $RELOAD_PORT
-      PROXY_PID=$(cat "$WORK/nginx-reload.pid") ;;
-    haproxy)
-      haproxy -W -f "$WORK/haproxy-reload.cfg" -db 2>"$WORK/haproxy-reload.err" &
-      PROXY_PID=$!
-      wait_answers $RELOAD_PORT ;;
-    pinion*)
-      RUST_LOG=warn "$PINION" -c "$WORK/pinion-reload.yaml" 2>>"$WORK/pinion-reload.err" &
-      wait_answers $RELOAD_PORT
-      PROXY_PID=$(cat "$WORK/pinion-reload.pid") ;;
-  esac
-}
-
-# Reloads proxy $1 (kind) onto generation 2.
-reload() {
-  write_conf "$1" 2
-  case $1 in
-    nginx) nginx -s reload -c "$WORK/nginx-reload.conf" -p "$WORK" 2>/dev/null ;;
-    haproxy) kill -USR2 "$PROXY_PID" ;;
-    pinion-reload) "$PINION" reload -c "$WORK/pinion-reload.yaml" >/dev/null ;;
-    pinion-sighup) kill -HUP "$PROXY_PID" ;;
-    pinion-upgrade) "$PINION" upgrade -c "$WORK/pinion-reload.yaml" >/dev/null ;;
-  esac
-}
-
-# The process id to compare after the run.
+# The process id to compare before and after the reload.
 current_pid() {
+  local file
+  file=$(pid_file_of "$1")
+  if [ -n "$file" ]; then cat "$file" 2>/dev/null || echo none; else echo "$MAIN"; fi
+}
+
+# Stops the proxy being measured at once (SIGINT: nginx's fast shutdown, HAProxy's master stops
+# its workers, pinion without draining), a handed-over pinion included, and waits until its
+# port refuses connections.
+stop_proxy() {
+  [ -n "$PROXY" ] || return 0
+  local pids=("$MAIN") file p
+  file=$(pid_file_of "$PROXY")
+  [ -n "$file" ] && [ -f "$file" ] && pids+=("$(cat "$file")")
+  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for _ in $(seq 100); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait "$MAIN" 2>/dev/null || true
+  for _ in $(seq 100); do
+    curl -sk -m 1 -o /dev/null "https://127.0.0.1:$(port_of "$PROXY")/" || break
+    sleep 0.1
+  done
+  [ -n "$file" ] && rm -f "$file"
+  PROXY="" MAIN=""
+}
+
+finish() {
+  [ -n "$RELOADER" ] && kill "$RELOADER" 2>/dev/null || true
+  stop_proxy
+  cleanup
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# Reload kind $1 of proxy $2 onto generation 2 (in the background at $AT seconds).
+reload_proxy() {
+  write_reload_conf "$2" 2
   case $1 in
-    nginx) cat "$WORK/nginx-reload.pid" ;;
-    haproxy) echo "$PROXY_PID" ;;
-    pinion*) cat "$WORK/pinion-reload.pid" ;;
+    nginx-s-reload) nginx -s reload -c "$WORK/nginx-reload.conf" -p "$WORK" ;;
+    haproxy-usr2) kill -USR2 "$MAIN" ;;
+    pinion-reload) "$PINION" reload -c "$WORK/pinion-reload.yaml" ;;
+    pinion-hup) kill -HUP "$(cat "$WORK/pinion.pid")" ;;
+    pinion-upgrade) "$PINION" upgrade -c "$WORK/pinion-reload.yaml" ;;
   esac
 }
 
-stop() {
+proxy_of() { case $1 in nginx*) echo nginx ;; haproxy*) echo haproxy ;; *) echo pinion ;; esac; }
+label_of() {
   case $1 in
-    nginx) nginx -s stop -c "$WORK/nginx-reload.conf" -p "$WORK" 2>/dev/null || true ;;
-    haproxy) kill -INT "$PROXY_PID" 2>/dev/null || true ;;
-    pinion*) kill -INT "$(cat "$WORK/pinion-reload.pid")" 2>/dev/null || true ;;
+    nginx-s-reload) echo "nginx -s reload" ;;
+    haproxy-usr2) echo "USR2 to master (-W)" ;;
+    pinion-reload) echo "pinion reload (in place)" ;;
+    pinion-hup) echo "kill -HUP (in place)" ;;
+    pinion-upgrade) echo "pinion upgrade (hand-over)" ;;
   esac
-  # The port is free again once nothing answers (a handed-over pinion drains first).
-  for _ in $(seq 200); do curl -sk -m 1 "https://127.0.0.1:$RELOAD_PORT/" >/dev/null || break; sleep 0.1; done
-  sleep 0.5
 }
 
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
-wrk.body = string.rep("x", 2048)
+wrk.body = string.rep("x", 1024)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 
-# Runs load $2 against proxy $1, reloading at 3 s; prints one row.
-measure() {
-  local kind=$1 load=$2 out requests errors before after applied
-  start "$kind"
-  before=$(current_pid "$kind")
-  (sleep 3; reload "$kind") &
-  local reloader=$!
-  case $load in
-    get) out=$(wrk -t1 -c20 -d"${DURATION}s" "https://127.0.0.1:$RELOAD_PORT/" 2>&1) ;;
-    post) out=$(wrk -t1 -c20 -d"${DURATION}s" -s "$WORK/post.lua" "https://127.0.0.1:$RELOAD_PORT/" 2>&1) ;;
-    h2) out=$(h2load -c20 -m10 -D"$DURATION" "https://127.0.0.1:$RELOAD_PORT/" 2>&1) ;;
-  esac
-  wait $reloader
-  after=$(current_pid "$kind")
-  if [ "$load" = h2 ]; then
-    requests=$(echo "$out" | awk '/^requests:/{print $6}')
-    errors=$(echo "$out" | awk '/^requests:/{print $8+$10}')
-  else
-    requests=$(echo "$out" | awk '/requests in/{print $1}')
-    errors=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/{print $4+$6+$8+$10}')
-    local non2xx
-    non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}')
-    errors=$(( ${errors:-0} + ${non2xx:-0} ))
-  fi
-  applied=no
-  curl -sk -D - -o /dev/null "https://127.0.0.1:$RELOAD_PORT/" | grep -qi '^x-gen: 2' && applied=yes
-  printf '%-15s %-5s %9s %8s %8s %-8s\n' "$kind" "$load" "${requests:-0}" "${errors:-0}" \
-    "$([ "$before" = "$after" ] && echo same || echo new)" "$applied" | tee -a "$WORK/rows"
-  stop "$kind"
+header_gen() { # port: the X-Gen value one new connection gets
+  curl -sk -m 5 -D - -o /dev/null "https://127.0.0.1:$1/" 2>/dev/null |
+    awk 'tolower($1) == "x-gen:" { gsub(/\r/, "", $2); print $2 }' || true
 }
 
-: > "$WORK/rows"
-printf '%-15s %-5s %9s %8s %8s %-8s\n' proxy load requests errors pid applied
+# One measurement: run $1, reload kind $2, load $3. Appends one row to $WORK/h1 or $WORK/h2.
+measure() {
+  local run=$1 kind=$2 load=$3 port out before after changed applied rc
+  PROXY=$(proxy_of "$kind")
+  port=$(port_of "$PROXY")
+  write_reload_conf "$PROXY" 1
+  run_reloadable "$PROXY" 2>>"$WORK/$PROXY-reload.err" &
+  MAIN=$!
+  PIDS+=("$MAIN")
+  wait_answers "$port" || { echo "$PROXY does not answer: $(tail -5 "$WORK/$PROXY-reload.err")"; exit 1; }
+  [ "$(header_gen "$port")" = 1 ] || { echo "$PROXY does not add X-Gen: 1"; exit 1; }
+  before=$(current_pid "$PROXY")
+
+  (sleep "$AT"; rc=0; reload_proxy "$kind" "$PROXY" >"$WORK/reload.out" 2>&1 || rc=$?; echo $rc >"$WORK/reload.rc") &
+  RELOADER=$!
+  case $load in
+    get) out=$(wrk -t1 -c20 -d"${DURATION}s" "https://127.0.0.1:$port/" 2>&1 || true) ;;
+    post) out=$(wrk -t1 -c20 -d"${DURATION}s" -s "$WORK/post.lua" "https://127.0.0.1:$port/" 2>&1 || true) ;;
+    h2) out=$(h2load -c20 -m10 -D"$DURATION" "https://127.0.0.1:$port/" 2>&1 || true) ;;
+  esac
+  wait "$RELOADER" || true
+  RELOADER=""
+  rc=$(cat "$WORK/reload.rc")
+  { echo "== run $run $kind $load: reload exit $rc"; cat "$WORK/reload.out"; echo "$out"; } >>"$WORK/log"
+  [ "$rc" = 0 ] || echo "  $(label_of "$kind") ($load): the reload command failed (exit $rc): $(head -3 "$WORK/reload.out" || true)" >&2
+
+  after=$(current_pid "$PROXY")
+  # A handed-over pinion is the one to stop, and to stop on exit.
+  [ "$after" != "$before" ] && [ "$after" != none ] && PIDS+=("$after")
+  changed=$([ "$before" = "$after" ] && echo no || echo yes)
+  applied=$([ "$(header_gen "$port")" = 2 ] && echo yes || echo no)
+
+  if [ "$load" = h2 ]; then
+    # "requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout" and
+    # "status codes: A 2xx, B 3xx, C 4xx, D 5xx"
+    echo "$out" | awk -v run="$run" -v kind="$kind" -v pid="$changed" -v ok="$applied" '
+      /^finished in/ { rps = $4 }
+      /^requests:/ { done = $6; failed = $10; errored = $12; timeout = $14 }
+      /^status codes:/ { non2xx = $5 + $7 + $9 }
+      END { print run, kind, "h2", done + 0, rps + 0, failed + 0, errored + 0, timeout + 0, non2xx + 0, pid, ok }
+    ' >>"$WORK/h2"
+  else
+    echo "$out" | awk -F'[ ,]+' -v run="$run" -v kind="$kind" -v load="$load" -v pid="$changed" -v ok="$applied" '
+      /requests in/ { requests = $2 }
+      /^Requests\/sec/ { rps = $2 }
+      /Socket errors/ { connect = $5; read = $7; write = $9; timeout = $11 }
+      /Non-2xx/ { non2xx = $NF }
+      END { print run, kind, load, requests + 0, rps + 0, connect + 0, read + 0, write + 0, timeout + 0, non2xx + 0, pid, ok }
+    ' >>"$WORK/h1"
+  fi
+  stop_proxy
+}
+
+# Prints the rows of $1 (h1 or h2) for run $2, or their medians over all runs when $2 is
+# "median": numbers as medians, pid/applied as "yes", "no" or how many runs said yes.
+table() {
+  local file=$WORK/$1 which=$2
+  if [ "$1" = h1 ]; then
+    printf '%-8s %-27s %-5s %9s %9s %8s %6s %6s %8s %8s %12s %8s\n' \
+      proxy reload load requests req/s connect read write timeout non-2xx "pid changed" applied
+  else
+    printf '%-8s %-27s %-5s %9s %9s %8s %8s %8s %8s %12s %8s\n' \
+      proxy reload load requests req/s failed errored timeout non-2xx "pid changed" applied
+  fi
+  awk -v which="$which" -v runs="$RUNS" '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function yes(list,   a, n, i, y) {
+      n = split(list, a, " "); y = 0
+      for (i = 1; i <= n; i++) if (a[i] == "yes") y++
+      return y == n ? "yes" : y == 0 ? "no" : y "/" n " yes"
+    }
+    which != "median" && $1 != which { next }
+    {
+      key = $2 " " $3
+      if (!(key in seen)) { seen[key] = 1; order[++keys] = key }
+      for (f = 4; f <= NF; f++) col[key, f] = col[key, f] " " $f
+      nf = NF
+    }
+    END {
+      for (k = 1; k <= keys; k++) {
+        key = order[k]; line = key
+        for (f = 4; f <= nf - 2; f++) {
+          v = median(col[key, f])
+          line = line " " (f == 5 ? sprintf("%.0f", v) : v)
+        }
+        print line, yes(col[key, nf - 1]), yes(col[key, nf])
+      }
+    }
+  ' "$file" | while read -r kind load rest; do
+    # shellcheck disable=SC2086
+    set -- $rest
+    if [ $# = 9 ]; then
+      printf '%-8s %-27s %-5s %9s %9s %8s %6s %6s %8s %8s %12s %8s\n' \
+        "$(proxy_of "$kind")" "$(label_of "$kind")" "$load" "$@"
+    else
+      printf '%-8s %-27s %-5s %9s %9s %8s %8s %8s %8s %12s %8s\n' \
+        "$(proxy_of "$kind")" "$(label_of "$kind")" "$load" "$@"
+    fi
+  done
+}
+
+KINDS=(nginx-s-reload haproxy-usr2)
+if "$PINION" reload --help >/dev/null 2>&1 && "$PINION" upgrade --help >/dev/null 2>&1; then
+  KINDS+=(pinion-reload pinion-hup pinion-upgrade)
+else
+  echo "this pinion has no \`reload\`/\`upgrade\` command: its rows are left out" >&2
+fi
+
+: >"$WORK/h1"
+: >"$WORK/h2"
+echo "reload at ${AT} s of ${DURATION} s; wrk -t1 -c20 (HTTP/1.1 keep-alive), h2load -c20 -m10 (HTTP/2); $RUNS run(s); log: $WORK/log"
 for run in $(seq "$RUNS"); do
-  for kind in nginx haproxy pinion-reload pinion-sighup pinion-upgrade; do
+  for kind in "${KINDS[@]}"; do
     for load in get post h2; do
-      measure "$kind" "$load"
+      measure "$run" "$kind" "$load"
     done
   done
+  echo
+  echo "run $run, HTTP/1.1 (wrk; socket errors as wrk counts them, non-2xx = not 2xx/3xx):"
+  table h1 "$run"
+  echo
+  echo "run $run, HTTP/2 (h2load; non-2xx = 3xx/4xx/5xx):"
+  table h2 "$run"
 done
 
 if [ "$RUNS" -gt 1 ]; then
   echo
-  echo "medians over $RUNS runs:"
-  printf '%-15s %-5s %9s %8s\n' proxy load requests errors
-  sort -k1,1 -k2,2 "$WORK/rows" | awk '
-    function median(list, n,   a, i, j, t) {
-      split(list, a, " ")
-      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    { key = $1 " " $2; req[key] = req[key] " " $3; err[key] = err[key] " " $4; n[key]++ }
-    END { for (k in n) { split(k, p, " "); printf "%-15s %-5s %9s %8s\n", p[1], p[2], median(req[k], n[k]), median(err[k], n[k]) } }
-  ' | sort
+  echo "medians over $RUNS runs, HTTP/1.1:"
+  table h1 median
+  echo
+  echo "medians over $RUNS runs, HTTP/2:"
+  table h2 median
 fi

@@ -66,40 +66,28 @@ struct Socket {
     proxy_protocol: bool,
 }
 
-impl Generation {
-    fn sockets(&self) -> Vec<Socket> {
-        let mut out: Vec<Socket> = self
-            .listeners
-            .iter()
-            .flat_map(|l| {
-                l.binds.iter().map(|addr| Socket {
-                    addr: *addr,
-                    tls: l.tls.is_some(),
-                    proxy_protocol: l.proxy_protocol,
-                })
+/// Every socket of `listeners`, in a stable order.
+fn sockets(listeners: &[Listener]) -> Vec<Socket> {
+    let mut out: Vec<Socket> = listeners
+        .iter()
+        .flat_map(|l| {
+            l.binds.iter().map(|addr| Socket {
+                addr: *addr,
+                tls: l.tls.is_some(),
+                proxy_protocol: l.proxy_protocol,
             })
-            .collect();
-        out.sort();
-        out
-    }
+        })
+        .collect();
+    out.sort();
+    out
+}
 
+impl Generation {
     /// Why `next` cannot replace this generation inside the running process, if it cannot:
     /// its listening sockets or process settings differ. `None` when a reload in place applies
     /// all of it.
     pub fn needs_handover(&self, next: &Config) -> Option<String> {
-        let mut wanted: Vec<Socket> = next
-            .listeners
-            .iter()
-            .flat_map(|l| {
-                l.binds.iter().map(|addr| Socket {
-                    addr: *addr,
-                    tls: l.tls.is_some(),
-                    proxy_protocol: l.proxy_protocol,
-                })
-            })
-            .collect();
-        wanted.sort();
-        if wanted != self.sockets() {
+        if sockets(&next.listeners) != sockets(&self.listeners) {
             return Some("the listening sockets (bind, tls or proxy_protocol)".into());
         }
         if next.admin != self.admin {

@@ -421,21 +421,19 @@ fn handover_gateway(backend: &Backend, admin: Option<u16>) -> (Gateway, String) 
     (env.start(&yaml), yaml)
 }
 
-#[test]
-fn upgrade_under_keepalive_load_loses_no_request_and_announces_every_close() {
-    let (old, new) = (Backend::plain("old"), Backend::plain("new"));
-    let (mut gw, yaml) = handover_gateway(&old, None);
-    let load = Load::start(gw.port(), 20, "/");
+/// With load running through `gw` to `old`: `pinion upgrade` onto `yaml` with `new` instead,
+/// then waits until the old process has exited 0 and the load flows through the new one.
+fn upgrade_from_to(gw: &mut Gateway, yaml: &str, old: &Backend, new: &Backend) {
     wait_for("load on the old backend", Duration::from_secs(10), || {
         (old.requests().len() > 200).then_some(())
     });
     rewrite(
-        &gw,
+        gw,
         &yaml.replace(&old.port.to_string(), &new.port.to_string()),
     );
     let out = pinion()
         .args(["upgrade", "-c"])
-        .arg(config_file(&gw))
+        .arg(config_file(gw))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -450,6 +448,14 @@ fn upgrade_under_keepalive_load_loses_no_request_and_announces_every_close() {
         Duration::from_secs(10),
         || (new.requests().len() > before + 200).then_some(()),
     );
+}
+
+#[test]
+fn upgrade_under_keepalive_load_loses_no_request_and_announces_every_close() {
+    let (old, new) = (Backend::plain("old"), Backend::plain("new"));
+    let (mut gw, yaml) = handover_gateway(&old, None);
+    let load = Load::start(gw.port(), 20, "/");
+    upgrade_from_to(&mut gw, &yaml, &old, &new);
     let outcome = load.stop();
     eprintln!(
         "upgrade under load: {} ok, {} announced reconnects",
@@ -600,28 +606,7 @@ fn upgrade_under_http2_load_loses_no_stream() {
     let (mut gw, yaml) = handover_gateway(&old, None);
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let load = h2_load(gw.port(), 4, 8, stop.clone());
-    wait_for(
-        "HTTP/2 load on the old backend",
-        Duration::from_secs(10),
-        || (old.requests().len() > 200).then_some(()),
-    );
-    rewrite(
-        &gw,
-        &yaml.replace(&old.port.to_string(), &new.port.to_string()),
-    );
-    let out = pinion()
-        .args(["upgrade", "-c"])
-        .arg(config_file(&gw))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(gw.wait_exit(Duration::from_secs(30)), Some(0));
-    let before = new.requests().len();
-    wait_for(
-        "HTTP/2 load on the new process",
-        Duration::from_secs(10),
-        || (new.requests().len() > before + 200).then_some(()),
-    );
+    upgrade_from_to(&mut gw, &yaml, &old, &new);
     stop.store(true, Ordering::SeqCst);
     let (ok, failures) = load.join().unwrap();
     eprintln!("upgrade under HTTP/2 load: {ok} streams ok");
