@@ -47,7 +47,7 @@ for mode in keepalive newconn; do
     p50=$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
     p99=$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
     non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}'); non2xx=${non2xx:-0}
-    sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/{print $4+$6+$8+$10}'); sockerr=${sockerr:-0}
+    sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/{print $5+$7+$9+$11}'); sockerr=${sockerr:-0}
     cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.3f", d/hz/n*10000}')
     rss=$(awk -v k="$(peak_rss_kb $procs)" 'BEGIN{printf "%.1f", k/1024}')
     CPU[$name-$mode]=$cpu; P99[$name-$mode]=$p99

@@ -55,7 +55,10 @@ pub enum StartError {
 /// pinion decides when draining ends and exits as soon as its connections are done
 /// ([`drain`]); Pingora's own grace period is only the longest that could take.
 pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
-    let longest = s.grace_period + s.graceful_shutdown_timeout + drain::HANDOVER_OVERLAP;
+    let longest = s.grace_period
+        + s.graceful_shutdown_timeout
+        + drain::HANDOVER_OVERLAP
+        + drain::LAST_ACCEPT_MARGIN;
     ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),

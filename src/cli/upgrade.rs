@@ -87,6 +87,18 @@ pub fn run(file: &Path, config: &Config) -> Result<(i32, i32), UpgradeError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(new);
+    // Inherited sockets queue connections at once; an address the new process binds itself
+    // serves only once it listens: return when every one of them does.
+    let wanted: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.binds.iter().copied())
+        .chain(config.admin)
+        .collect();
+    wait(&mut child, "listen on every address", || {
+        let listening = listening_addresses(new);
+        wanted.iter().all(|a| listening.contains(a))
+    })?;
     Ok((old, new))
 }
 

@@ -20,6 +20,12 @@ use std::time::{Duration, Instant};
 /// (its `CLOSE_TIMEOUT`).
 pub const HANDOVER_OVERLAP: Duration = Duration::from_secs(5);
 
+/// How long a connection accepted just before the process stopped accepting gets to finish its
+/// TLS handshake and send its first request (answered with `Connection: close`) before idle
+/// connections are closed: with a grace period shorter than Pingora's accepting overlap, the
+/// last connections would otherwise be closed before their first request.
+pub const LAST_ACCEPT_MARGIN: Duration = Duration::from_secs(3);
+
 /// Open client connections of the proxy service, and whether idle ones were closed.
 #[derive(Debug, Default)]
 pub struct Connections {
@@ -68,12 +74,15 @@ impl Closer {
         ConnectionGuard(self.connections.clone())
     }
 
-    /// Waits until idle connections may be closed: the grace period after the drain began.
+    /// Waits until idle connections may be closed: the grace period after the drain began, and
+    /// not before [`LAST_ACCEPT_MARGIN`] after accepting stopped (which is now: Pingora asks
+    /// for the cleanup once its accept loops have ended).
     pub async fn wait_for_idle_close(&self) {
+        let mut until = Instant::now() + LAST_ACCEPT_MARGIN;
         if let Some(since) = self.drain.since() {
-            let until = since + self.gw.current().server.grace_period;
-            tokio::time::sleep_until(until.into()).await;
+            until = until.max(since + self.gw.current().server.grace_period);
         }
+        tokio::time::sleep_until(until.into()).await;
     }
 
     /// Records that idle connections are closed; only requests in flight remain.

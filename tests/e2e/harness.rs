@@ -5,6 +5,7 @@ pub mod certs;
 pub mod client;
 pub mod gateway;
 pub mod load;
+pub mod reload;
 
 pub use backend::{one, Backend};
 pub use certs::{Ca, Identity};

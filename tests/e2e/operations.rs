@@ -388,11 +388,13 @@ fn pin_rotation_runbook_loses_no_request() {
     old.write(env.path(), "old");
     let server = env.server_section(1);
     let listeners = env.listeners();
-    let config = |pins: &str| {
+    let both = format!("127.0.0.1:{a_port}, 127.0.0.1:{b_port}");
+    let with = |servers: &str, pins: &str| {
         format!(
-            "{server}{listeners}pools:\n  - name: api\n    servers: [127.0.0.1:{a_port}, 127.0.0.1:{b_port}]\n    probe: {{interval_seconds: 1, unhealthy_threshold: 1, healthy_threshold: 1}}\n    tls:\n      pins:\n{pins}routes:\n  - name: all\n    pool: api\n"
+            "{server}{listeners}pools:\n  - name: api\n    servers: [{servers}]\n    probe: {{interval_seconds: 1, unhealthy_threshold: 1, healthy_threshold: 1}}\n    tls:\n      pins:\n{pins}routes:\n  - name: all\n    pool: api\n"
         )
     };
+    let config = |pins: &str| with(&both, pins);
     let file = env.path().join("pinion.yaml");
     let gw = env.start(&config("        - cert: old.pem\n"));
     let load = Load::start(gw.port(), 4, "/rotation");
@@ -417,13 +419,30 @@ fn pin_rotation_runbook_loses_no_request() {
     )
     .unwrap();
     reload(&gw, &file);
-    // 3. Roll the servers to the new key, one at a time.
+    // 3. Roll the servers to the new key, one at a time: out of the pool (reload), wait for its
+    //    last request, replace it, back into the pool (reload).
+    let both_pins = format!("        - cert: old.pem\n        - sha256: \"{new_pin}\"\n");
     let mut rolled = Vec::new();
-    for (backend, port) in [(a, a_port), (b, b_port)] {
+    for (backend, port, other) in [(a, a_port, b_port), (b, b_port, a_port)] {
+        std::fs::write(&file, with(&format!("127.0.0.1:{other}"), &both_pins)).unwrap();
+        reload(&gw, &file);
+        let (mut last, mut quiet) = (usize::MAX, 0);
+        wait_for(
+            "the leaving server's last request",
+            Duration::from_secs(10),
+            || {
+                let n = backend.requests().len();
+                quiet = if n == last { quiet + 1 } else { 0 };
+                last = n;
+                (quiet >= 3).then_some(())
+            },
+        );
         backend.kill();
         let fresh =
             pinion::demo::backend::Backend::https("rolled", &new, &format!("127.0.0.1:{port}"))
                 .unwrap();
+        std::fs::write(&file, with(&both, &both_pins)).unwrap();
+        reload(&gw, &file);
         wait_for(
             "traffic on the rolled server",
             Duration::from_secs(15),
@@ -462,7 +481,12 @@ fn pin_rotation_runbook_loses_no_request() {
         "pin rotation under load: {} ok, {} connections",
         outcome.ok, outcome.connections
     );
-    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert!(
+        outcome.failures.is_empty(),
+        "{:?}\n{}",
+        outcome.failures,
+        gw.logs()
+    );
     assert_eq!(outcome.connections, 4, "no client connection was closed");
 
     rolled.remove(0).kill();

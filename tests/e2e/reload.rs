@@ -3,13 +3,14 @@
 //! load, counting every request and every client connection.
 
 use crate::harness::gateway::Gateway;
-use crate::harness::load::{Load, Method};
+use crate::harness::load::{H2Load, Load, Method, Outcome};
+use crate::harness::reload::{
+    captured, captured_callers, presented_pin, secret_generation, stdout,
+};
 use crate::harness::{free_port, get, pinion, wait_for, Backend, Conn, Env, Identity};
 use crate::operations::{admin_get, current_pid, metrics, reload, sample};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// `pools:` and `routes:` with one plain pool `p` on `port` and a catch-all route `all`, with
@@ -18,33 +19,6 @@ fn pool_on(port: u16, extra: &str) -> String {
     format!(
         "pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{port}]\nroutes:\n  - name: all\n    pool: p\n{extra}"
     )
-}
-
-/// Runs `cmd` with its standard output and error captured through pipes, as `$(...)` or a
-/// Python subprocess does, and fails the test unless every pipe is closed within `deadline`.
-fn captured(mut cmd: Command, deadline: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(deadline) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            panic!("{cmd:?} did not return within {deadline:?}: a pipe was kept open");
-        }
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn config_file(gw: &Gateway) -> std::path::PathBuf {
@@ -64,60 +38,44 @@ fn reload_and_upgrade_return_under_captured_output() {
     let gw = env.start(&(listeners.clone() + &pool_on(a.port, "")));
     let file = config_file(&gw);
     let pid = gw.pid();
-    let deadline = Duration::from_secs(20);
+    let deadline = Duration::from_secs(25);
 
     rewrite(&gw, &(listeners.clone() + &pool_on(b.port, "")));
-    let mut cmd = pinion();
-    cmd.args(["reload", "-c"]).arg(&file);
-    let out = captured(cmd, deadline);
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        stdout(&out).contains(&format!("in place: pid {pid}, generation 2, sha256 ")),
-        "{out:?}"
-    );
-    assert_eq!(get(gw.port(), "h", "/").body, "b /\n");
-
-    let shell = format!(
-        "out=$('{}' reload -c '{}') && echo \"got: $out\"",
-        env!("CARGO_BIN_EXE_pinion"),
-        file.display()
-    );
-    let mut sh = Command::new("sh");
-    sh.args(["-c", &shell]);
-    let out = captured(sh, deadline);
-    assert!(out.status.success(), "{out:?}");
-    assert!(stdout(&out).contains("got: reloaded"), "{out:?}");
-
-    if Command::new("python3").arg("-V").output().is_ok() {
-        let script = format!(
-            "import subprocess,sys\nr=subprocess.run(['{}','reload','-c','{}'],capture_output=True,timeout=20)\nsys.stdout.write(r.stdout.decode())\nsys.exit(r.returncode)\n",
-            env!("CARGO_BIN_EXE_pinion"),
+    for (generation, (how, cmd)) in (2..).zip(captured_callers("reload", &file)) {
+        let out = captured(cmd, deadline);
+        assert_eq!(out.status.code(), Some(0), "{how}: {out:?}");
+        let want = format!(
+            "reloaded {} in place: pid {pid}, generation {generation}, sha256 ",
             file.display()
         );
-        let mut py = Command::new("python3");
-        py.args(["-c", &script]);
-        let out = captured(py, Duration::from_secs(25));
-        assert!(out.status.success(), "{out:?}");
-        assert!(stdout(&out).contains("generation 4"), "{out:?}");
-    } else {
-        eprintln!("python3 not found: the subprocess check is skipped");
+        assert!(stdout(&out).contains(&want), "{how}: {out:?}");
+        assert_eq!(get(gw.port(), "h", "/").body, "b /\n");
     }
+    assert_eq!(current_pid(&gw), pid);
 
-    // The hand-over too: the new gateway must not keep this command's pipes.
-    let mut cmd = pinion();
-    cmd.args(["upgrade", "-c"]).arg(&file);
-    let out = captured(cmd, deadline);
-    assert!(out.status.success(), "{out:?}");
-    let new = current_pid(&gw);
-    assert_ne!(new, pid);
-    assert!(
-        stdout(&out).contains(&format!("upgraded: pid {pid} handed over to pid {new}")),
-        "{out:?}"
-    );
-    assert_eq!(get(gw.port(), "h", "/").body, "b /\n");
-    // It logs where the old process logged: this test's log file.
-    wait_for("the new process's log", Duration::from_secs(10), || {
-        (gw.logs().matches("control socket").count() >= 2).then_some(())
+    // The hand-over too: the new gateway must not keep the caller's pipes.
+    let callers = captured_callers("upgrade", &file);
+    let upgrades = callers.len();
+    for (how, cmd) in callers {
+        let old = current_pid(&gw);
+        let out = captured(cmd, deadline);
+        assert_eq!(out.status.code(), Some(0), "{how}: {out:?}");
+        let new = current_pid(&gw);
+        assert_ne!(new, old, "{how}: a new process serves");
+        assert!(
+            stdout(&out).contains(&format!("upgraded: pid {old} handed over to pid {new}")),
+            "{how}: {out:?}"
+        );
+        assert_eq!(get(gw.port(), "h", "/").body, "b /\n");
+    }
+    // Each new process logs where the old one logged: this test's log file.
+    wait_for("every process's log", Duration::from_secs(10), || {
+        let started = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains("control socket") && l.contains("ready"))
+            .count();
+        (started > upgrades).then_some(())
     });
 }
 
@@ -126,7 +84,7 @@ fn in_place_reload_under_load_keeps_every_connection_and_the_process() {
     let (old, new) = (Backend::plain("old"), Backend::plain("new"));
     let env = Env::new();
     let listeners = env.listeners();
-    let gw = env.start(&(listeners.clone() + &pool_on(old.port, "")));
+    let mut gw = env.start(&(listeners.clone() + &pool_on(old.port, "")));
     let pid = gw.pid();
     let load = Load::start(gw.port(), 20, "/");
     wait_for("load on the old backend", Duration::from_secs(10), || {
@@ -140,14 +98,14 @@ fn in_place_reload_under_load_keeps_every_connection_and_the_process() {
     });
     let outcome = load.stop();
     eprintln!("in-place reload under load: {} ok", outcome.ok);
-    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    lost_nothing(&outcome, &gw);
     assert_eq!(
         outcome.connections, 20,
         "a reload in place closes no connection"
     );
     assert_eq!(outcome.reconnects, 0);
-    assert_eq!(current_pid(&gw), pid);
-    assert_eq!(kill(Pid::from_raw(pid), None), Ok(()));
+    assert_eq!(current_pid(&gw), pid, "the PID file names the same process");
+    assert!(gw.running(), "the process started by the test still runs");
 }
 
 #[test]
@@ -156,7 +114,7 @@ fn sighup_reloads_in_place_and_a_broken_file_changes_nothing() {
     let env = Env::new();
     let admin = free_port();
     let head = format!("{}admin:\n  bind: 127.0.0.1:{admin}\n", env.listeners());
-    let gw = env.start(&(head.clone() + &pool_on(a.port, "")));
+    let mut gw = env.start(&(head.clone() + &pool_on(a.port, "")));
     let pid = Pid::from_raw(gw.pid());
     assert_eq!(get(gw.port(), "h", "/").body, "a /\n");
 
@@ -168,7 +126,7 @@ fn sighup_reloads_in_place_and_a_broken_file_changes_nothing() {
     rewrite(&gw, &(head + &pool_on(a.port, "") + "    bogus: 1\n"));
     kill(pid, Signal::SIGHUP).unwrap();
     gw.log_line(&["configuration reload from", "failed, nothing changed"]);
-    assert_eq!(kill(pid, None), Ok(()), "SIGHUP never stops the gateway");
+    assert!(gw.running(), "SIGHUP never stops the gateway");
     assert_eq!(get(gw.port(), "h", "/").body, "b /\n");
     let m = metrics(admin);
     assert_eq!(sample(&m, "pinion_config_generation", &[]), 2.0);
@@ -210,25 +168,7 @@ fn a_broken_file_is_refused_with_every_problem_and_changes_nothing() {
     let status: serde_json::Value =
         serde_json::from_str(&admin_get(admin, "/status").body).unwrap();
     assert_eq!(status["config"]["generation"], 1);
-    assert_eq!(get(gw.port(), "h", "/").status, 200);
-}
-
-/// The pin of the certificate the gateway presents to a new TLS client, and whether the
-/// handshake succeeded with TLS 1.2 at most when `tls12_only`.
-fn presented_pin(port: u16, tls12_only: bool) -> Result<String, String> {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
-    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    if tls12_only {
-        b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
-    }
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let s = b
-        .build()
-        .connect("localhost", tcp)
-        .map_err(|e| e.to_string())?;
-    let cert = s.ssl().peer_certificate().unwrap();
-    Ok(pinion::tls::Pin::of_cert(&cert).unwrap().to_string())
+    assert_eq!(get(gw.port(), "h", "/").body, "a /\n", "routing as before");
 }
 
 #[test]
@@ -306,9 +246,19 @@ fn removing_a_pin_makes_a_pooled_connection_unusable_at_once() {
     );
 }
 
+/// Whether `/status` on `admin` shows the second server of the first pool out of rotation
+/// because it answered 503.
+fn second_server_unhealthy(admin: u16) -> Option<bool> {
+    let s: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").body).ok()?;
+    let server = &s["pools"][0]["servers"][1];
+    Some(server["healthy"] == false && server["reason"].as_str().is_some_and(|r| r.contains("503")))
+}
+
 #[test]
-fn a_reload_keeps_the_health_of_servers_it_leaves_alone() {
-    let (good, sick) = (Backend::plain("good"), Backend::plain("sick"));
+fn a_reload_keeps_the_health_of_servers_whose_trust_is_unchanged() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let other = Identity::self_signed(&["api.internal"]);
+    let (good, sick) = (Backend::https("good", &key), Backend::https("sick", &key));
     sick.set_status(503);
     // Every probe of the sick server takes 3 s: a reload that forgot its health would show it
     // healthy (and send it requests) until the first new probe ends.
@@ -316,33 +266,29 @@ fn a_reload_keeps_the_health_of_servers_it_leaves_alone() {
     let env = Env::new();
     let admin = free_port();
     let head = format!("{}admin:\n  bind: 127.0.0.1:{admin}\n", env.listeners());
-    let pools = |header: &str| {
+    let pools = |pins: &str, header: &str| {
         format!(
-            "pools:\n  - name: p\n    probe: {{interval_seconds: 1, timeout_seconds: 10, unhealthy_threshold: 1}}\n    servers: [127.0.0.1:{}, 127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n    response_headers: {{set: {{X-Gen: \"{header}\"}}}}\n",
+            "pools:\n  - name: p\n    probe: {{interval_seconds: 1, timeout_seconds: 10, unhealthy_threshold: 1}}\n    servers: [127.0.0.1:{}, 127.0.0.1:{}]\n    tls:\n      pins: [{pins}]\nroutes:\n  - name: all\n    pool: p\n    response_headers: {{set: {{X-Gen: \"{header}\"}}}}\n",
             good.port, sick.port
         )
     };
-    let gw = env.start(&(head.clone() + &pools("1")));
-    let unhealthy = |status: &serde_json::Value| {
-        status["pools"][0]["servers"][1]["healthy"] == false
-            && status["pools"][0]["servers"][1]["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("503"))
-    };
+    let one_pin = format!("{{sha256: \"{}\"}}", key.pin());
+    let gw = env.start(&(head.clone() + &pools(&one_pin, "1")));
     wait_for(
         "the sick server out of rotation",
         Duration::from_secs(15),
-        || {
-            let s: serde_json::Value =
-                serde_json::from_str(&admin_get(admin, "/status").body).ok()?;
-            unhealthy(&s).then_some(())
-        },
+        || second_server_unhealthy(admin)?.then_some(()),
     );
-    rewrite(&gw, &(head + &pools("2")));
+
+    // An unrelated change (a header rule): both servers keep their health.
+    rewrite(&gw, &(head.clone() + &pools(&one_pin, "2")));
     reload(&gw, &config_file(&gw));
-    let s: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").body).unwrap();
-    assert_eq!(s["config"]["generation"], 2);
-    assert!(unhealthy(&s), "{s}");
+    assert_eq!(
+        second_server_unhealthy(admin),
+        Some(true),
+        "the sick server is still out, with its reason, right after the reload"
+    );
+    gw.log_line(&["generation 2", "2 of 2 server(s) kept their health"]);
     let before = sick.requests().len();
     for _ in 0..10 {
         let r = get(gw.port(), "h", "/");
@@ -353,6 +299,23 @@ fn a_reload_keeps_the_health_of_servers_it_leaves_alone() {
         before,
         "no request for the unhealthy server"
     );
+
+    // A change of the pool's trust (one more pin): its servers start afresh and are probed
+    // again under the new trust.
+    let two_pins = format!("{one_pin}, {{sha256: \"{}\"}}", other.pin());
+    rewrite(&gw, &(head + &pools(&two_pins, "3")));
+    reload(&gw, &config_file(&gw));
+    gw.log_line(&["generation 3", "0 of 2 server(s) kept their health"]);
+    assert_eq!(
+        second_server_unhealthy(admin),
+        Some(false),
+        "under a new trust the server starts afresh"
+    );
+    wait_for(
+        "the sick server probed again and out of rotation",
+        Duration::from_secs(15),
+        || second_server_unhealthy(admin)?.then_some(()),
+    );
 }
 
 #[test]
@@ -362,6 +325,10 @@ fn counters_continue_and_status_names_the_configuration() {
     let admin = free_port();
     let head = format!("{}admin:\n  bind: 127.0.0.1:{admin}\n", env.listeners());
     let gw = env.start(&(head.clone() + &pool_on(a.port, "")));
+    assert_eq!(
+        sample(&metrics(admin), "pinion_config_generation", &[]),
+        1.0
+    );
     let count = || {
         sample(
             &metrics(admin),
@@ -396,13 +363,23 @@ fn counters_continue_and_status_names_the_configuration() {
     assert_eq!(s["config"]["generation"], 2);
     assert_eq!(s["config"]["sha256"], hex.as_str());
     assert!(s["config"]["loaded_at"].as_str().unwrap().ends_with('Z'));
+    let m = metrics(admin);
+    assert_eq!(sample(&m, "pinion_config_generation", &[]), 2.0);
     assert_eq!(
-        sample(
-            &metrics(admin),
-            "pinion_config_reloads_total",
-            &[("result", "ok")]
-        ),
+        sample(&m, "pinion_config_reloads_total", &[("result", "ok")]),
         1.0
+    );
+}
+
+/// Fails unless the load saw no failure and no connection closed unannounced; the message
+/// has the gateway's log (every process of the test logs there).
+fn lost_nothing(outcome: &Outcome, gw: &Gateway) {
+    assert!(
+        outcome.unannounced_closes == 0 && outcome.failures.is_empty(),
+        "{} unannounced close(s), failures: {:?}\ngateway log:\n{}",
+        outcome.unannounced_closes,
+        outcome.failures,
+        gw.logs()
     );
 }
 
@@ -461,7 +438,7 @@ fn upgrade_under_keepalive_load_loses_no_request_and_announces_every_close() {
         "upgrade under load: {} ok, {} announced reconnects",
         outcome.ok, outcome.reconnects
     );
-    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    lost_nothing(&outcome, &gw);
     assert!(
         outcome.reconnects >= 20,
         "every client was told to reconnect: {}",
@@ -492,7 +469,7 @@ fn reload_with_a_new_socket_hands_over_and_loses_no_post() {
         || (load.ok() > before + 200).then_some(()),
     );
     let outcome = load.stop();
-    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    lost_nothing(&outcome, &gw);
     let posts: Vec<String> = backend
         .requests()
         .into_iter()
@@ -513,121 +490,61 @@ fn reload_with_a_new_socket_hands_over_and_loses_no_post() {
     assert_eq!(admin_get(admin, "/healthz").status, 200);
 }
 
-/// HTTP/2 clients: `connections` connections, each sending `streams` concurrent GETs at a
-/// time, until `stop`. A connection the server ends (GOAWAY, then close) is replaced; a
-/// stream that was accepted and then failed, or any status but 200, is a failure.
-fn h2_load(
-    port: u16,
-    connections: usize,
-    streams: usize,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    use crate::harness::client::{connector, tls_stream};
-    use std::sync::atomic::Ordering;
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let tls = std::sync::Arc::new(connector(Some(b"\x02h2")));
-            let mut tasks = Vec::new();
-            for _ in 0..connections {
-                let (stop, tls) = (stop.clone(), tls.clone());
-                tasks.push(tokio::spawn(async move {
-                    let (mut ok, mut failures) = (0usize, Vec::new());
-                    while !stop.load(Ordering::SeqCst) {
-                        let io = match tls_stream(&tls, port).await {
-                            Ok(io) => io,
-                            Err(e) => {
-                                failures.push(format!("connect: {e}"));
-                                break;
-                            }
-                        };
-                        let Ok((client, conn)) = h2::client::handshake(io).await else {
-                            failures.push("h2 handshake".into());
-                            break;
-                        };
-                        tokio::spawn(conn);
-                        let mut reconnect = false;
-                        while !reconnect && !stop.load(Ordering::SeqCst) {
-                            let mut pending = Vec::new();
-                            for _ in 0..streams {
-                                // Refused before the stream was sent: the server is going away.
-                                let Ok(mut ready) = client.clone().ready().await else {
-                                    reconnect = true;
-                                    break;
-                                };
-                                let req = http::Request::get("https://h/h2").body(()).unwrap();
-                                match ready.send_request(req, true) {
-                                    Ok((resp, _)) => pending.push(resp),
-                                    Err(_) => {
-                                        reconnect = true;
-                                        break;
-                                    }
-                                }
-                            }
-                            for resp in pending {
-                                match resp.await {
-                                    Ok(r) if r.status() == 200 => ok += 1,
-                                    Ok(r) => failures.push(format!("status {}", r.status())),
-                                    // Never processed (above the GOAWAY's last stream, or
-                                    // refused): safe to send again on a new connection.
-                                    Err(e)
-                                        if e.is_go_away()
-                                            || e.reason() == Some(h2::Reason::REFUSED_STREAM) =>
-                                    {
-                                        reconnect = true;
-                                    }
-                                    Err(e) => failures.push(format!("stream: {e}")),
-                                }
-                            }
-                        }
-                    }
-                    (ok, failures)
-                }));
-            }
-            let mut total = (0, Vec::new());
-            for t in tasks {
-                let (ok, failures) = t.await.unwrap();
-                total.0 += ok;
-                total.1.extend(failures);
-            }
-            total
-        })
-    })
+#[test]
+fn reload_with_a_new_listener_hands_over_under_load_and_loses_no_request() {
+    let backend = Backend::plain("b");
+    let (mut gw, yaml) = handover_gateway(&backend, None);
+    let load = Load::start(gw.port(), 20, "/");
+    wait_for("load flowing", Duration::from_secs(10), || {
+        (load.ok() > 200).then_some(())
+    });
+    let second = free_port();
+    let listener = format!(
+        "  - name: second\n    bind: 127.0.0.1:{second}\n    tls:\n      certificates:\n        - cert: front.pem\n          key: front.key\npools:\n"
+    );
+    rewrite(&gw, &yaml.replacen("pools:\n", &listener, 1));
+    let said = reload(&gw, &config_file(&gw));
+    assert!(
+        said.contains("changes the listening sockets")
+            && said.contains("handing over to a new process"),
+        "{said}"
+    );
+    // `reload` returns once the new process serves: on the new listener too.
+    let conn = Conn::try_tls(second);
+    let logs = gw.logs();
+    let mut conn = conn.unwrap_or_else(|e| panic!("new listener: {e}\n{logs}"));
+    assert_eq!(
+        conn.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200,
+        "the new listener serves"
+    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(30)), Some(0));
+    let before = load.ok();
+    wait_for(
+        "load after the old process left",
+        Duration::from_secs(10),
+        || (load.ok() > before + 200).then_some(()),
+    );
+    let outcome = load.stop();
+    lost_nothing(&outcome, &gw);
 }
 
 #[test]
 fn upgrade_under_http2_load_loses_no_stream() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let (old, new) = (Backend::plain("old"), Backend::plain("new"));
     let (mut gw, yaml) = handover_gateway(&old, None);
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let load = h2_load(gw.port(), 4, 8, stop.clone());
+    let load = H2Load::start(gw.port(), 4, 8, "/h2");
     upgrade_from_to(&mut gw, &yaml, &old, &new);
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failures) = load.join().unwrap();
-    eprintln!("upgrade under HTTP/2 load: {ok} streams ok");
-    assert!(failures.is_empty(), "{failures:?}");
-}
-
-/// Lays out `dir` as the kubelet mounts a Secret: `..TIMESTAMP/` holds the files, `..data`
-/// links to it, and each name links through `..data`. Switching `..data` is one rename.
-fn secret_generation(dir: &Path, stamp: &str, identity: &Identity) {
-    let real = dir.join(stamp);
-    std::fs::create_dir_all(&real).unwrap();
-    identity.write(&real, "tls");
-    let link = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(stamp, &link).unwrap();
-    std::fs::rename(&link, dir.join("..data")).unwrap();
-    for name in ["tls.pem", "tls.key"] {
-        let file = dir.join(name);
-        if std::fs::symlink_metadata(&file).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{name}"), &file).unwrap();
-        }
-    }
+    let outcome = load.stop();
+    eprintln!(
+        "upgrade under HTTP/2 load: {} streams ok, {} reconnects after GOAWAY",
+        outcome.ok, outcome.reconnects
+    );
+    lost_nothing(&outcome, &gw);
+    assert!(
+        outcome.reconnects >= 4,
+        "every connection of the old process ended with a GOAWAY: {outcome:?}"
+    );
 }
 
 #[test]

@@ -175,6 +175,11 @@ impl Gateway {
         self.child.id() as i32
     }
 
+    /// Whether the process started by the test still runs (not exited, not a zombie).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Waits for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
         wait_for("pinion to exit", deadline, || {
