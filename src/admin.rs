@@ -6,14 +6,13 @@ use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Whether this instance is draining (a shutdown or upgrade hand-over has begun), and since when.
 #[derive(Debug, Default)]
 pub struct Drain {
-    draining: AtomicBool,
     since: OnceLock<Instant>,
 }
 
@@ -22,12 +21,11 @@ impl Drain {
     /// connections from now on.
     pub fn start(&self) {
         let _ = self.since.set(Instant::now());
-        self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Whether draining has begun.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.since.get().is_some()
     }
 
     /// When draining began.

@@ -220,8 +220,8 @@ fn build(
         .iter()
         .map(|cfg| {
             let old = previous.and_then(|p| p.pools.iter().find(|o| o.name == cfg.name));
-            let pool = Pool::carried(cfg, hook, old);
-            kept_servers += pool.carried_servers(old);
+            let (pool, kept) = Pool::carried(cfg, hook, old);
+            kept_servers += kept;
             pool
         })
         .collect();

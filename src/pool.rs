@@ -85,21 +85,22 @@ pub struct Choice {
 impl Pool {
     /// Prepares a pool from its validated configuration.
     pub fn new(cfg: &PoolConfig, hook: &HandshakeCompleteHook) -> Pool {
-        Pool::carried(cfg, hook, None)
+        Pool::carried(cfg, hook, None).0
     }
 
     /// Prepares a pool, taking over the health and in-flight counts of the servers of
     /// `previous` (the same pool in the configuration before a reload) whose address and trust
-    /// policy are unchanged.
+    /// policy are unchanged; also returns how many servers did.
     pub fn carried(
         cfg: &PoolConfig,
         hook: &HandshakeCompleteHook,
         previous: Option<&Pool>,
-    ) -> Pool {
+    ) -> (Pool, usize) {
         let group = cfg
             .tls
             .as_deref()
             .map_or(0, |t| upstream::group_key(&cfg.name, t));
+        let mut kept_count = 0;
         let servers = cfg
             .servers
             .iter()
@@ -107,26 +108,26 @@ impl Pool {
                 let carry_key = (s.address, group);
                 let kept =
                     previous.and_then(|p| p.servers.iter().find(|old| old.carry_key == carry_key));
-                (s, carry_key, kept)
-            })
-            .map(|(s, carry_key, kept)| Server {
-                label: s.label.clone(),
-                peer: upstream::peer(s, cfg.tls.as_deref(), &cfg.timeouts, group, hook),
-                weight: s.weight,
-                id: server_id(&cfg.name, &s.label, cfg.tls.as_deref()),
-                host_name: cfg
-                    .tls
-                    .as_ref()
-                    .and_then(|t| t.sni.clone())
-                    .or_else(|| s.host.clone())
-                    .unwrap_or_else(|| s.address.to_string()),
-                health: kept.map_or_else(Arc::default, |k| k.health.clone()),
-                in_flight: kept.map_or_else(Arc::default, |k| k.in_flight.clone()),
-                carry_key,
+                kept_count += usize::from(kept.is_some());
+                Server {
+                    label: s.label.clone(),
+                    peer: upstream::peer(s, cfg.tls.as_deref(), &cfg.timeouts, group, hook),
+                    weight: s.weight,
+                    id: server_id(&cfg.name, &s.label, cfg.tls.as_deref()),
+                    host_name: cfg
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.sni.clone())
+                        .or_else(|| s.host.clone())
+                        .unwrap_or_else(|| s.address.to_string()),
+                    health: kept.map_or_else(Arc::default, |k| k.health.clone()),
+                    in_flight: kept.map_or_else(Arc::default, |k| k.in_flight.clone()),
+                    carry_key,
+                }
             })
             .collect();
         let weights: Vec<u32> = cfg.servers.iter().map(|s| s.weight).collect();
-        Pool {
+        let pool = Pool {
             name: cfg.name.clone(),
             servers,
             tls: cfg.tls.clone(),
@@ -137,7 +138,8 @@ impl Pool {
             retries: cfg.retries,
             schedule: select::smooth_schedule(&weights),
             next: AtomicUsize::new(0),
-        }
+        };
+        (pool, kept_count)
     }
 
     /// Chooses a healthy server not in `tried`: the affinity cookie's server when it is
@@ -171,17 +173,6 @@ impl Pool {
             index,
             by_affinity: false,
         })
-    }
-
-    /// How many servers took over the state of a server of the previous configuration.
-    pub fn carried_servers(&self, previous: Option<&Pool>) -> usize {
-        self.servers
-            .iter()
-            .filter(|s| {
-                previous
-                    .is_some_and(|p| p.servers.iter().any(|o| Arc::ptr_eq(&o.health, &s.health)))
-            })
-            .count()
     }
 
     /// Whether a healthy server not in `tried` remains (a retry has somewhere to go).

@@ -205,6 +205,13 @@ impl Client {
         }
     }
 
+    fn io(&self, source: std::io::Error) -> ControlError {
+        ControlError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
     fn connect(&self) -> Result<UnixStream, ControlError> {
         let path = self.path.display().to_string();
         let stream = UnixStream::connect(&self.path).map_err(|source| ControlError::Connect {
@@ -215,10 +222,7 @@ impl Client {
         // another one.
         let found = rustix::net::sockopt::socket_peercred(&stream)
             .map(|c| c.pid.as_raw_nonzero().get())
-            .map_err(|e| ControlError::Io {
-                path: path.clone(),
-                source: e.into(),
-            })?;
+            .map_err(|e| self.io(e.into()))?;
         if found != self.pid {
             return Err(ControlError::WrongProcess {
                 path,
@@ -226,10 +230,7 @@ impl Client {
                 expected: self.pid,
             });
         }
-        let io = |source| ControlError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
+        let io = |source| self.io(source);
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
         stream
             .set_write_timeout(Some(REQUEST_TIMEOUT))
@@ -240,10 +241,7 @@ impl Client {
     /// Asks the gateway to reload from `file` in place.
     pub fn reload(&self, file: &Path) -> Result<Reply, ControlError> {
         let mut stream = self.connect()?;
-        let io = |source| ControlError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
+        let io = |source| self.io(source);
         let request = format!("reload\t{}\n", crate::config::absolute(file).display());
         stream.write_all(request.as_bytes()).map_err(io)?;
         let mut reader = BufReader::new(stream);
@@ -275,10 +273,7 @@ impl Client {
     /// The gateway's standard error, to hand to a process that takes over from it.
     pub fn stderr(&self) -> Result<OwnedFd, ControlError> {
         let mut stream = self.connect()?;
-        let io = |source| ControlError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
+        let io = |source| self.io(source);
         stream.write_all(b"stderr\n").map_err(io)?;
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);

@@ -77,7 +77,7 @@ impl Reloader {
         self.try_reload(Some(file), true).await
     }
 
-    async fn try_reload(&self, file: Option<PathBuf>, quiet_handover: bool) -> Outcome {
+    async fn try_reload(&self, file: Option<PathBuf>, caller_hands_over: bool) -> Outcome {
         let _one = self.one_at_a_time.lock().await;
         let file = file.map_or_else(|| self.file(), |f| absolute(&f));
         let to_load = file.clone();
@@ -95,7 +95,7 @@ impl Reloader {
             Err(e) => return self.failed(&file, format!("the loader stopped: {e}")),
         };
         if let Some(what) = self.gw.current().needs_handover(&config) {
-            if quiet_handover {
+            if caller_hands_over {
                 info!(
                     "{} changes {what}: a new process takes over",
                     file.display()

@@ -414,16 +414,22 @@ fn upgrade_from_to(gw: &mut Gateway, yaml: &str, old: &Backend, new: &Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    old_leaves_and_load_goes_on(gw, || new.requests().len());
+}
+
+/// Waits until the old process has exited 0 after a hand-over, then until `served` (a count of
+/// answered requests) has grown by 200 through the new process.
+fn old_leaves_and_load_goes_on(gw: &mut Gateway, served: impl Fn() -> usize) {
     assert_eq!(
         gw.wait_exit(Duration::from_secs(30)),
         Some(0),
         "the old process leaves once its connections are done"
     );
-    let before = new.requests().len();
+    let before = served();
     wait_for(
         "load after the old process left",
         Duration::from_secs(10),
-        || (new.requests().len() > before + 200).then_some(()),
+        || (served() > before + 200).then_some(()),
     );
 }
 
@@ -461,13 +467,7 @@ fn reload_with_a_new_socket_hands_over_and_loses_no_post() {
         said.contains("changes admin.bind: handing over to a new process"),
         "{said}"
     );
-    assert_eq!(gw.wait_exit(Duration::from_secs(30)), Some(0));
-    let before = load.ok();
-    wait_for(
-        "POSTs after the old process left",
-        Duration::from_secs(10),
-        || (load.ok() > before + 200).then_some(()),
-    );
+    old_leaves_and_load_goes_on(&mut gw, || load.ok());
     let outcome = load.stop();
     lost_nothing(&outcome, &gw);
     let posts: Vec<String> = backend
@@ -518,13 +518,7 @@ fn reload_with_a_new_listener_hands_over_under_load_and_loses_no_request() {
         200,
         "the new listener serves"
     );
-    assert_eq!(gw.wait_exit(Duration::from_secs(30)), Some(0));
-    let before = load.ok();
-    wait_for(
-        "load after the old process left",
-        Duration::from_secs(10),
-        || (load.ok() > before + 200).then_some(()),
-    );
+    old_leaves_and_load_goes_on(&mut gw, || load.ok());
     let outcome = load.stop();
     lost_nothing(&outcome, &gw);
 }
