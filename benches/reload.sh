@@ -9,6 +9,7 @@
 #   pinion   pinion upgrade -c FILE       hand-over to a new process
 #
 #   benches/reload.sh [RUNS]       (default 2 runs of everything; medians printed when RUNS > 1)
+#   ONLY="pinion-upgrade haproxy-usr2" LOADS=h2 benches/reload.sh 5   (some kinds and loads only)
 #
 # Each measurement starts the proxy on configuration generation 1, puts it under load for
 # DURATION seconds (default 10) and reloads it at AT seconds (default 3) onto generation 2: the
@@ -19,8 +20,9 @@
 #   post  the same with 1 KiB POST bodies (a wrk Lua script)
 #   h2    h2load -c20 -m10, HTTP/2 (20 connections, 10 streams each)
 # wrk's socket errors are listed as it reports them (connect, read, write, timeout), then its
-# responses that are not 2xx/3xx; h2load's are its failed, errored and timed-out requests and
-# responses that are not 2xx. "pid changed" compares the process a reload is sent to (nginx's
+# responses that are not 2xx/3xx; h2load's are its failed streams, split by its per-stream log
+# into those written to the proxy ("sent") and those its own nghttp2 refused before writing them
+# when a GOAWAY came ("unsent"), then timed-out requests and responses that are not 2xx. "pid changed" compares the process a reload is sent to (nginx's
 # and HAProxy's master, pinion; for pinion the one its pid file names) before and after.
 #
 # The certificates, the TLS backend and the proxies' configurations are benches/proxies.sh's
@@ -139,7 +141,9 @@ measure() {
   case $load in
     get) out=$(wrk -t1 -c20 -d"${DURATION}s" "https://127.0.0.1:$port/" 2>&1 || true) ;;
     post) out=$(wrk -t1 -c20 -d"${DURATION}s" -s "$WORK/post.lua" "https://127.0.0.1:$port/" 2>&1 || true) ;;
-    h2) out=$(h2load -c20 -m10 -D"$DURATION" "https://127.0.0.1:$port/" 2>&1 || true) ;;
+    h2)
+      rm -f "$WORK/h2load.log"
+      out=$(h2load -c20 -m10 -D"$DURATION" --log-file="$WORK/h2load.log" "https://127.0.0.1:$port/" 2>&1 || true) ;;
   esac
   wait "$RELOADER" || true
   RELOADER=""
@@ -157,12 +161,19 @@ measure() {
 
   if [ "$load" = h2 ]; then
     # "requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout" and
-    # "status codes: A 2xx, B 3xx, C 4xx, D 5xx"
-    echo "$out" | awk -v run="$run" -v kind="$kind" -v pid="$changed" -v ok="$applied" '
+    # "status codes: A 2xx, B 3xx, C 4xx, D 5xx". h2load's --log-file has one line per stream
+    # ("start-time-us<TAB>status<TAB>duration-us", status -1 when the stream ended without a
+    # response). The start time is set when the request's HEADERS frame is written, so a failed
+    # stream with start 0 was never sent: the client's nghttp2 refused it itself (REFUSED_STREAM,
+    # "the application can send the request again") because a GOAWAY arrived while the request
+    # was still queued. "sent" are the failed streams that were written.
+    local sent_lost unsent
+    read -r sent_lost unsent < <(awk -F'\t' '$2 == -1 { if ($1 + 0 > 0) s++; else u++ } END { print s + 0, u + 0 }' "$WORK/h2load.log" 2>/dev/null || echo "0 0")
+    echo "$out" | awk -v run="$run" -v kind="$kind" -v pid="$changed" -v ok="$applied" -v lost="$sent_lost" -v unsent="$unsent" '
       /^finished in/ { rps = $4 }
-      /^requests:/ { done = $6; failed = $10; errored = $12; timeout = $14 }
+      /^requests:/ { done = $6; failed = $10; timeout = $14 }
       /^status codes:/ { non2xx = $5 + $7 + $9 }
-      END { print run, kind, "h2", done + 0, rps + 0, failed + 0, errored + 0, timeout + 0, non2xx + 0, pid, ok }
+      END { print run, kind, "h2", done + 0, rps + 0, failed + 0, lost + 0, unsent + 0, timeout + 0, non2xx + 0, pid, ok }
     ' >>"$WORK/h2"
   else
     echo "$out" | awk -F'[ ,]+' -v run="$run" -v kind="$kind" -v load="$load" -v pid="$changed" -v ok="$applied" '
@@ -180,12 +191,13 @@ measure() {
 # "median": numbers as medians; pid changed/applied as "yes", "no" or K/N (K of N runs said yes).
 table() {
   local file=$WORK/$1 which=$2
+  [ -s "$file" ] || return 0
   if [ "$1" = h1 ]; then
     printf '%-8s %-27s %-5s %9s %9s %8s %6s %6s %8s %8s %12s %8s\n' \
       proxy reload load requests req/s connect read write timeout non-2xx "pid changed" applied
   else
-    printf '%-8s %-27s %-5s %9s %9s %8s %8s %8s %8s %12s %8s\n' \
-      proxy reload load requests req/s failed errored timeout non-2xx "pid changed" applied
+    printf '%-8s %-27s %-5s %9s %9s %7s %7s %7s %7s %7s %12s %8s\n' \
+      proxy reload load requests req/s failed sent unsent timeout non-2xx "pid changed" applied
   fi
   awk -v which="$which" -v runs="$RUNS" '
     function median(list,   a, n, i, j, t) {
@@ -222,7 +234,7 @@ table() {
       printf '%-8s %-27s %-5s %9s %9s %8s %6s %6s %8s %8s %12s %8s\n' \
         "$(proxy_of "$kind")" "$(label_of "$kind")" "$load" "$@"
     else
-      printf '%-8s %-27s %-5s %9s %9s %8s %8s %8s %8s %12s %8s\n' \
+      printf '%-8s %-27s %-5s %9s %9s %7s %7s %7s %7s %7s %12s %8s\n' \
         "$(proxy_of "$kind")" "$(label_of "$kind")" "$load" "$@"
     fi
   done
@@ -234,13 +246,16 @@ if "$PINION" reload --help >/dev/null 2>&1 && "$PINION" upgrade --help >/dev/nul
 else
   echo "this pinion has no \`reload\`/\`upgrade\` command: its rows are left out" >&2
 fi
+# ONLY="pinion-upgrade nginx-s-reload" and LOADS="h2" narrow a run to some reload kinds and loads.
+[ -n "${ONLY:-}" ] && read -r -a KINDS <<<"$ONLY"
+read -r -a LOAD_KINDS <<<"${LOADS:-get post h2}"
 
 : >"$WORK/h1"
 : >"$WORK/h2"
 echo "reload at ${AT} s of ${DURATION} s; wrk -t1 -c20 (HTTP/1.1 keep-alive), h2load -c20 -m10 (HTTP/2); $RUNS run(s); log: $WORK/log"
 for run in $(seq "$RUNS"); do
   for kind in "${KINDS[@]}"; do
-    for load in get post h2; do
+    for load in "${LOAD_KINDS[@]}"; do
       measure "$run" "$kind" "$load"
     done
   done
@@ -248,8 +263,9 @@ for run in $(seq "$RUNS"); do
   echo "run $run, HTTP/1.1 (wrk; socket errors as wrk counts them, non-2xx = not 2xx/3xx):"
   table h1 "$run"
   echo
-  echo "run $run, HTTP/2 (h2load; failed = streams without a 2xx/3xx answer, including streams a GOAWAY"
-  echo "refused unprocessed, which clients may resend; h2load does not reconnect after a GOAWAY):"
+  echo "run $run, HTTP/2 (h2load; failed = streams without a 2xx/3xx answer; of them, sent = written to"
+  echo "the proxy, unsent = refused by the client's own nghttp2 at a GOAWAY before it wrote them;"
+  echo "h2load neither resends nor reconnects after a GOAWAY):"
   table h2 "$run"
 done
 
