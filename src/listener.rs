@@ -2,6 +2,7 @@
 //! connection arrived on.
 
 pub mod cidr;
+pub mod front;
 pub mod proxy_protocol;
 
 pub use cidr::Cidr;
@@ -108,11 +109,13 @@ pub fn add_all<A>(
     Ok(())
 }
 
-/// Client sockets read through a 16 KiB buffer, one full TLS record, instead of Pingora's
-/// 64 KiB: the buffer lives as long as the connection, and 48 KiB less of it per idle
-/// keep-alive client is most of a connection's memory (docs/benchmarks.md).
+/// Client sockets are read without Pingora's socket read buffer (64 KiB by default): that
+/// buffer lives as long as the connection, idle or not, and was the largest part of an idle
+/// keep-alive client's memory (docs/benchmarks.md). TLS reads go through OpenSSL's record
+/// buffer instead, which reads ahead (one syscall for many records) and is given back while
+/// the connection is idle; plain HTTP reads go straight into the request's header buffer.
 const L4_BUFFER: L4BufferSettings = L4BufferSettings {
-    read: Some(16 * 1024),
+    read: Some(0),
     write: None,
 };
 
@@ -144,8 +147,10 @@ fn settings(
     s.set_client_hello_callback(move |ssl, alert| hello.client_hello(ssl, alert));
     let alpn = live;
     s.set_alpn_select_callback(move |ssl, offered| alpn.select_alpn(ssl, offered));
-    // Idle connections give their TLS record buffers back (about 34 KiB each).
+    // Idle connections give their TLS record buffers back (about 34 KiB each); with no socket
+    // buffer in front of OpenSSL, reading ahead keeps it at one read syscall per burst.
     s.set_mode(SslMode::RELEASE_BUFFERS);
+    s.set_read_ahead(true);
     Ok(s)
 }
 

@@ -4,15 +4,12 @@
 //! address for X-Forwarded-For, logs and `ip_hash`.
 
 use super::BindIndex;
-use crate::server::drain::Closer;
 use async_trait::async_trait;
 use log::debug;
-use pingora::apps::ServerApp;
 use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID};
-use pingora::server::ShutdownWatch;
+use pingora::protocols::{GetSocketDigest, SocketDigest, UniqueID};
 use pingora::{Error, ErrorType};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -206,13 +203,13 @@ impl ProxyProtocolGate {
         self.binds.is_empty()
     }
 
-    fn expects(&self, digest: Option<Arc<SocketDigest>>) -> bool {
+    pub(super) fn expects(&self, digest: Option<Arc<SocketDigest>>) -> bool {
         let local = digest.and_then(|d| d.local_addr().and_then(PingoraAddr::as_inet).copied());
         local.is_some_and(|l| self.binds.lookup(l).is_some())
     }
 
     /// Reads the header and records the client address as the connection's peer.
-    async fn accept<S>(&self, stream: &mut S, fd: i32) -> Result<(), ProxyHeaderError>
+    pub(super) async fn accept<S>(&self, stream: &mut S, fd: i32) -> Result<(), ProxyHeaderError>
     where
         S: AsyncRead + GetSocketDigest + Unpin + ?Sized,
     {
@@ -239,59 +236,6 @@ impl PreTlsProcess for ProxyProtocolGate {
             debug!("closing connection: {e}");
             Error::because(ErrorType::ReadError, "PROXY protocol", e).into_down()
         })
-    }
-}
-
-/// The proxy service's application, with PROXY headers read on plain listeners first, every
-/// client connection counted, and idle connections kept open until the drain lets them go.
-pub struct Front<A> {
-    app: Arc<A>,
-    gate: ProxyProtocolGate,
-    closer: Closer,
-}
-
-impl<A> Front<A> {
-    /// Wraps `app`.
-    pub fn new(app: A, gate: ProxyProtocolGate, closer: Closer) -> Front<A> {
-        Front {
-            app: Arc::new(app),
-            gate,
-            closer,
-        }
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let _counted = self.closer.connection();
-        // TLS streams had their header read before the handshake (PreTlsProcess).
-        if stream.get_ssl_digest().is_some() || !self.gate.expects(stream.get_socket_digest()) {
-            return self.app.process_new(stream, shutdown).await;
-        }
-        let fd = stream.id();
-        if let Err(e) = self.gate.accept(&mut *stream, fd).await {
-            debug!("closing connection: {e}");
-            return None;
-        }
-        // Keep-alive requests of this connection are served here, so its header is read once.
-        let mut next = self.app.process_new(stream, shutdown).await;
-        while let Some(s) = next {
-            next = self.app.process_new(s, shutdown).await;
-        }
-        None
-    }
-
-    async fn cleanup(&self) {
-        // Pingora calls this when it stops accepting; the wrapped proxy then drops every idle
-        // keep-alive connection at once. Clients still get the grace period to use them.
-        self.closer.wait_for_idle_close().await;
-        self.app.cleanup().await;
-        self.closer.idle_closed();
     }
 }
 

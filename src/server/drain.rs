@@ -15,6 +15,7 @@ use log::info;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How long Pingora keeps accepting beside the new process after handing the sockets over
 /// (its `CLOSE_TIMEOUT`).
@@ -27,10 +28,22 @@ pub const HANDOVER_OVERLAP: Duration = Duration::from_secs(5);
 pub const LAST_ACCEPT_MARGIN: Duration = Duration::from_secs(3);
 
 /// Open client connections of the proxy service, and whether idle ones were closed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Connections {
     open: AtomicUsize,
     idle_closed: AtomicBool,
+    /// Becomes true when connections waiting for their next request are to close.
+    close_idle: watch::Sender<bool>,
+}
+
+impl Default for Connections {
+    fn default() -> Connections {
+        Connections {
+            open: AtomicUsize::new(0),
+            idle_closed: AtomicBool::new(false),
+            close_idle: watch::Sender::new(false),
+        }
+    }
 }
 
 impl Connections {
@@ -83,6 +96,20 @@ impl Closer {
             until = until.max(since + self.gw.current().server.grace_period);
         }
         tokio::time::sleep_until(until.into()).await;
+    }
+
+    /// Tells connections waiting for their next request to close now.
+    pub fn close_idle(&self) {
+        self.connections.close_idle.send_replace(true);
+    }
+
+    /// Resolves when connections waiting for their next request are to close.
+    pub fn idle_closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.connections.close_idle.subscribe();
+        async move {
+            // An error means the sender is gone, which happens only when the process ends.
+            let _ = closing.wait_for(|close| *close).await;
+        }
     }
 
     /// Records that idle connections are closed; only requests in flight remain.

@@ -1,0 +1,172 @@
+//! The proxy service's application around Pingora's: PROXY headers read on plain listeners
+//! first, every client connection counted, HTTP/1.1 keep-alive served by a loop that holds
+//! nothing but the socket while a client is idle, and idle connections kept open until the
+//! drain lets them go.
+//!
+//! Pingora's own keep-alive loop creates the next request's session, its 4 KiB header buffer
+//! and the whole boxed request future before the next request has sent a byte, and keeps them
+//! for as long as the client stays idle: about 14 KB per idle connection, more than nginx
+//! needs for all of one. Here the next session exists only once its first bytes are read.
+
+use super::proxy_protocol::ProxyProtocolGate;
+use crate::proxy::CLIENT_IDLE_TIMEOUT;
+use crate::server::drain::Closer;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use log::debug;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::prelude::timeout;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// How much of an idle connection's next request is read to learn that it has begun: most
+/// request heads fit, and it stays small because the connection's future holds it while idle.
+const FIRST_READ: usize = 512;
+/// The header buffer a request is parsed in (Pingora's initial size; it grows when needed).
+const HEADER_BUFFER: usize = 4096;
+/// Pingora's keep-alive for a connection's first request; `proxy` caps it per request.
+const FIRST_KEEPALIVE_SECONDS: u64 = 60;
+
+/// The proxy service's application: `app` behind PROXY headers, counting and keep-alive.
+pub struct Front<A> {
+    app: Arc<A>,
+    gate: ProxyProtocolGate,
+    closer: Closer,
+}
+
+impl<A> Front<A> {
+    /// Wraps `app`.
+    pub fn new(app: A, gate: ProxyProtocolGate, closer: Closer) -> Front<A> {
+        Front {
+            app: Arc::new(app),
+            gate,
+            closer,
+        }
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
+    /// Serves one HTTP/1.x connection, request after request, as Pingora's loop does, except
+    /// that between requests only the socket is kept.
+    async fn serve_http1(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive((!*shutdown.borrow()).then_some(FIRST_KEEPALIVE_SECONDS));
+        session.set_keepalive_reuses_remaining(
+            self.app
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        let mut reused = self.app.process_new_http(session, shutdown).await;
+        while let Some(done) = reused {
+            let (mut stream, mut settings) = done.consume();
+            let pipelined = settings
+                .as_mut()
+                .and_then(HttpPersistentSettings::take_pipelined_prefix)
+                .filter(|bytes| !bytes.is_empty());
+            let first = match pipelined {
+                Some(bytes) => bytes,
+                None => {
+                    let idle = settings
+                        .as_ref()
+                        .and_then(HttpPersistentSettings::keepalive_timeout);
+                    match self.next_request(&mut stream, idle).await {
+                        Some(bytes) => bytes,
+                        None => return,
+                    }
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            session.set_pipelined_prefix(first);
+            reused = self.app.process_new_http(session, shutdown).await;
+        }
+    }
+
+    /// Waits, holding only the socket, for the first bytes of the connection's next request;
+    /// `None` when the client closes, the keep-alive time passes or the drain closes idle
+    /// connections.
+    async fn next_request(
+        &self,
+        stream: &mut Stream,
+        idle_seconds: Option<u64>,
+    ) -> Option<BytesMut> {
+        let idle = match idle_seconds {
+            Some(seconds) if seconds > 0 => Duration::from_secs(seconds),
+            _ => CLIENT_IDLE_TIMEOUT,
+        };
+        let mut first = [0u8; FIRST_READ];
+        let closing = self.closer.idle_closing();
+        let read = tokio::select! {
+            biased;
+            read = timeout(idle, stream.read(&mut first)) => read,
+            () = closing => {
+                debug!("closing idle connection {}: the process is leaving", stream.id());
+                return None;
+            }
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {
+                let mut bytes = BytesMut::with_capacity(HEADER_BUFFER.max(n));
+                bytes.extend_from_slice(first.get(..n)?);
+                Some(bytes)
+            }
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                debug!("idle connection {} failed: {e}", stream.id());
+                None
+            }
+            Err(_) => {
+                debug!(
+                    "idle connection {} reached its keep-alive time",
+                    stream.id()
+                );
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _counted = self.closer.connection();
+        let tls = stream.get_ssl_digest().is_some();
+        // TLS streams had their header read before the handshake (PreTlsProcess).
+        if !tls && self.gate.expects(stream.get_socket_digest()) {
+            let fd = stream.id();
+            if let Err(e) = self.gate.accept(&mut *stream, fd).await {
+                debug!("closing connection: {e}");
+                return None;
+            }
+        }
+        let options = self.app.server_options();
+        let h2c = !tls && options.is_some_and(|o| o.h2c);
+        let custom = options.is_some_and(|o| o.force_custom);
+        let alpn = stream.selected_alpn_proto();
+        if h2c || custom || matches!(alpn, Some(ALPN::H2) | Some(ALPN::Custom(_))) {
+            // HTTP/2 (and anything else) is Pingora's own loop.
+            return self.app.process_new(stream, shutdown).await;
+        }
+        self.serve_http1(stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        // Pingora calls this when it stops accepting; the wrapped proxy then drops every idle
+        // keep-alive connection at once. Clients still get the grace period to use them.
+        self.closer.wait_for_idle_close().await;
+        self.closer.close_idle();
+        self.app.http_cleanup().await;
+        self.closer.idle_closed();
+    }
+}
