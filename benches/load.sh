@@ -6,7 +6,8 @@
 # The job and the configurations are in benches/proxies.sh; `floor` is examples/pingora_floor.rs,
 # the smallest Pingora proxy doing the job. The backend is an nginx TLS server answering "ok".
 # wrk drives each proxy in turn, keep-alive and then with a new
-# connection per request. CPU is read from /proc (utime+stime of the proxy's processes).
+# connection per request. CPU is read from /proc (utime+stime of the proxy's processes). Then
+# memory per idle client connection (IDLE="1000 10000" connections by default).
 # Everything listens on 127.0.0.1 only. Needs: cargo, wrk, nginx, haproxy, openssl, curl.
 set -euo pipefail
 
@@ -15,7 +16,16 @@ CONNS=${2:-50}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/pinion-bench.XXXXXX)
 . "$ROOT/benches/proxies.sh"
-prepare "wrk nginx haproxy openssl curl" wrk nginx haproxy openssl curl
+# 10,000 idle connections need as many descriptors in each proxy and in the client, and
+# HAProxy refuses to start unless it has two per connection (maxconn) plus a few.
+ulimit -n "$(ulimit -Hn)"
+LARGE=10000
+if [ "$(ulimit -n)" -lt $((2 * (LARGE + 50) + 100)) ]; then
+  LARGE=$(( ($(ulimit -n) - 100) / 2 - 50 )); LARGE=$((LARGE / 100 * 100))
+  echo "open-file limit $(ulimit -n) (cannot be raised here): the large idle measurement uses $LARGE connections"
+fi
+HAPROXY_MAXCONN=$((LARGE + 50))
+prepare "wrk nginx haproxy openssl curl python3" wrk nginx haproxy openssl curl python3
 declare -A PID
 for name in pinion floor nginx haproxy; do
   run_proxy $name 2>"$WORK/$name.err" &
@@ -69,9 +79,29 @@ opened=$(echo "$metrics" | awk -F' ' '/pinion_backend_connections_total.*kind="o
 reused=$(echo "$metrics" | awk -F' ' '/pinion_backend_connections_total.*kind="reused"/{s+=$2} END{print s+0}')
 echo "pinion backend connections: $opened opened, $reused reused ($(awk -v o="$opened" -v r="$reused" 'BEGIN{printf "%.3f", 100*o/(o+r)}')% new)"
 
-# Memory with 1,000 open client connections, each proxy in turn: peak RSS over the whole run.
+# Memory per idle client connection: IDLE (default "1000 10000") TLS connections that each made
+# one keep-alive request and then wait (benches/idle_clients.py), each proxy in turn; the
+# proxy's RSS with them open minus its RSS just before, divided by their number.
+rss_kb() { local t=0; for p in $*; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
 echo
-for name in pinion floor nginx haproxy; do
-  wrk -t1 -c1000 -d5s "https://127.0.0.1:$(port_of $name)/" >/dev/null 2>&1 || true
-  echo "$name peak RSS with 1,000 concurrent connections: $(awk -v k="$(peak_rss_kb "${PID[$name]}")" 'BEGIN{printf "%.1f", k/1024}') MB"
+echo "memory per idle TLS client connection (each made one request, then waits):"
+printf '%-8s %12s %14s %14s\n' proxy connections rss_before_MB per_conn_KB
+for n in ${IDLE:-1000 $LARGE}; do
+  for name in pinion floor nginx haproxy; do
+    before=$(rss_kb "${PID[$name]}")
+    coproc CLIENTS { python3 "$ROOT/benches/idle_clients.py" "$(port_of $name)" "$n"; }
+    ready=""
+    read -r ready <&"${CLIENTS[0]}" || true
+    if [ "${ready%% *}" != ready ]; then
+      echo "$name: the idle clients failed"; wait "$CLIENTS_PID" || true; continue
+    fi
+    sleep 1
+    after=$(rss_kb "${PID[$name]}")
+    printf '%-8s %12s %14s %14s\n' "$name" "$n" "$(awk -v k="$before" 'BEGIN{printf "%.1f", k/1024}')" \
+      "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN{printf "%.1f", (a-b)*1024/n/1000}')"
+    echo >&"${CLIENTS[1]}"
+    wait "$CLIENTS_PID" || true
+    # Let the proxy see the closes before the next one is measured.
+    sleep 2
+  done
 done

@@ -5,7 +5,9 @@
 # The job, identical for all: TLS 1.3 from the client with an ECDSA P-256 certificate; a new TLS
 # connection to the backend, verified against the backend's self-signed certificate (a pin for
 # pinion, that certificate as the trusted CA and name for the others); upstream keep-alive;
-# X-Forwarded-For added; one worker thread or process each.
+# X-Forwarded-For added; one worker thread or process each. pinion also keeps what it always
+# does on (its pin check, forwarding headers, X-Request-Id, metrics, timeouts) and writes its
+# JSON access log to a file; nginx and HAProxy log nothing.
 
 WRAP=()
 PIDS=()   # proxies started in the background by the script; stopped when it exits
@@ -46,6 +48,9 @@ server:
   upgrade_sock: $WORK/pinion.sock
 admin:
   bind: 127.0.0.1:$ADMIN
+access_log:
+  path: $WORK/pinion-access.log
+  format: json
 listeners:
   - name: https
     bind: 127.0.0.1:$PINION_PORT
@@ -69,7 +74,7 @@ CONF
 worker_processes 1;
 pid $WORK/nginx-proxy.pid;
 error_log $WORK/nginx-proxy.err;
-events { worker_connections 4096; }
+events { worker_connections 25000; }
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -98,7 +103,7 @@ CONF
   cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 4096
+  maxconn ${HAPROXY_MAXCONN:-4096}
 defaults
   mode http
   timeout connect 5s

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod allocations;
 mod config_errors;
 mod demo;
 mod failures;
