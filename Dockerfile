@@ -13,6 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY vendor ./vendor
 RUN cargo build --release --locked --bin pinion \
  && strip target/release/pinion
 
