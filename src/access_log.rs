@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use log::warn;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -35,7 +36,7 @@ pub struct Entry<'a> {
     /// When the request started.
     pub time: Option<SystemTime>,
     /// The client address (the PROXY header's or the forwarded one, when trusted).
-    pub client: Option<String>,
+    pub client: Option<IpAddr>,
     /// Listener name.
     pub listener: &'a str,
     /// Route name ("" when none matched).
@@ -286,7 +287,13 @@ fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     rfc3339(e.time, out);
     out.extend_from_slice(b"\",\"client\":");
-    json_opt(e.client.as_deref(), out);
+    match e.client {
+        // An address has nothing to escape.
+        Some(ip) => {
+            let _ = write!(out, "\"{ip}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     for (key, value) in [
         (&b",\"listener\":"[..], e.listener),
         (b",\"route\":", e.route),
@@ -333,7 +340,7 @@ fn combined(e: &Entry<'_>) -> String {
     };
     format!(
         "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" listener={} route={} pool={} server={} duration_ms={:.3} upstream_tls={} request_id={}\n",
-        e.client.as_deref().unwrap_or("-"),
+        e.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
         t.format("%d/%b/%Y:%H:%M:%S %z"),
         q(e.method),
         q(e.path),
@@ -359,7 +366,7 @@ mod tests {
     fn entry() -> Entry<'static> {
         Entry {
             time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            client: Some("192.0.2.1".into()),
+            client: Some(IpAddr::from([192, 0, 2, 1])),
             listener: "https",
             route: "api",
             pool: "api",

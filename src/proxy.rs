@@ -204,7 +204,7 @@ impl ProxyHttp for Proxy {
         let Some(tls) = &pool.tls else { return Ok(()) };
         ctx.upstream_tls = digest
             .and_then(|d| d.ssl_digest.as_ref())
-            .map(|d| d.version.to_string());
+            .map(|d| d.version.clone());
         if !reused {
             if let (Some(seen), Some(server)) = (upstream::presented(digest), pool.servers.get(s)) {
                 server.health.presented(seen);
@@ -441,7 +441,7 @@ fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
     let server = pool.zip(ctx.server).and_then(|(p, s)| p.servers.get(s));
     log.record(&access_log::Entry {
         time: ctx.start.map(|(_, t)| t),
-        client: ctx.client.map(|c| c.to_string()),
+        client: ctx.client,
         listener: gen
             .listeners
             .get(ctx.listener)

@@ -55,7 +55,7 @@ pub struct Ctx {
     /// When the current server was chosen.
     pub(super) upstream_start: Option<Instant>,
     /// TLS version of the backend connection.
-    pub(super) upstream_tls: Option<String>,
+    pub(super) upstream_tls: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Ctx {

@@ -3,10 +3,11 @@
 use crate::config::ForwardedFor;
 use crate::listener::Cidr;
 use crate::routing::HeaderRewrite;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{ErrorType, OrErr, Result};
 use rand::RngCore;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 /// The client's authority: `:authority` / absolute-form first (RFC 9112 §3.2.2), else `Host`.
@@ -83,25 +84,27 @@ impl Forwarded<'_> {
             req.insert_header(http::header::HOST, self.authority)?;
         }
         if let Some(peer) = self.peer {
-            let entry = match (self.format, peer) {
-                (ForwardedFor::Ip, p) => p.ip().to_string(),
-                (ForwardedFor::IpPort, p) => p.to_string(),
+            // One allocation, sized for the longest entry (`[v6 address]:port`).
+            let hops = previous_hops.as_deref().unwrap_or_default();
+            let mut value = String::with_capacity(hops.len() + 2 + 48);
+            if !hops.is_empty() {
+                value.push_str(hops);
+                value.push_str(", ");
+            }
+            let _ = match self.format {
+                ForwardedFor::Ip => write!(value, "{}", peer.ip()),
+                ForwardedFor::IpPort => write!(value, "{peer}"),
             };
-            let value = match previous_hops {
-                Some(hops) => format!("{hops}, {entry}"),
-                None => entry,
-            };
-            req.insert_header("X-Forwarded-For", value)?;
+            // From a String the value takes the bytes over; nothing is copied.
+            let value = HeaderValue::try_from(value)
+                .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid X-Forwarded-For")?;
+            put(req, &X_FORWARDED_FOR, value, false);
         }
         let keep = self.trusted;
-        put(
-            req,
-            "X-Forwarded-Proto",
-            if self.tls { "https" } else { "http" },
-            keep,
-        )?;
+        let proto = HeaderValue::from_static(if self.tls { "https" } else { "http" });
+        put(req, &X_FORWARDED_PROTO, proto, keep);
         if let Some(port) = self.local_port {
-            put(req, "X-Forwarded-Port", HeaderValue::from(port), keep)?;
+            put(req, &X_FORWARDED_PORT, HeaderValue::from(port), keep);
         }
         // The client's Host value is shared with the request buffer: cloning it copies nothing.
         let host = match req.headers.get(http::header::HOST) {
@@ -109,25 +112,48 @@ impl Forwarded<'_> {
             _ => HeaderValue::from_str(self.authority)
                 .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid authority")?,
         };
-        put(req, "X-Forwarded-Host", host.clone(), keep)?;
-        put(req, "X-Original-Host", host, keep)?;
+        put(req, &X_FORWARDED_HOST, host.clone(), keep);
+        put(req, &X_ORIGINAL_HOST, host, keep);
         // The id in use is decided in request_filter (kept from a trusted proxy or new).
-        req.insert_header("X-Request-Id", self.request_id)?;
+        let id = HeaderValue::from_str(self.request_id)
+            .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid request id")?;
+        put(req, &X_REQUEST_ID, id, false);
         Ok(())
     }
 }
 
-/// Sets a header, unless `keep` and the request already has one.
-fn put<V: TryInto<HeaderValue>>(
-    req: &mut RequestHeader,
-    name: &'static str,
-    value: V,
-    keep: bool,
-) -> Result<()> {
-    if keep && req.headers.contains_key(name) {
-        return Ok(());
+/// A header pinion sets: its name parsed once, and its spelling on the wire.
+struct Name(HeaderName, &'static str);
+
+static X_FORWARDED_FOR: Name = Name(
+    HeaderName::from_static("x-forwarded-for"),
+    "X-Forwarded-For",
+);
+static X_FORWARDED_PROTO: Name = Name(
+    HeaderName::from_static("x-forwarded-proto"),
+    "X-Forwarded-Proto",
+);
+static X_FORWARDED_PORT: Name = Name(
+    HeaderName::from_static("x-forwarded-port"),
+    "X-Forwarded-Port",
+);
+static X_FORWARDED_HOST: Name = Name(
+    HeaderName::from_static("x-forwarded-host"),
+    "X-Forwarded-Host",
+);
+static X_ORIGINAL_HOST: Name = Name(
+    HeaderName::from_static("x-original-host"),
+    "X-Original-Host",
+);
+static X_REQUEST_ID: Name = Name(HeaderName::from_static("x-request-id"), "X-Request-Id");
+
+/// Sets a header, unless `keep` and the request already has one. The name is not parsed or
+/// copied again: for names outside the standard set that would cost two allocations a header.
+fn put(req: &mut RequestHeader, name: &Name, value: HeaderValue, keep: bool) {
+    if keep && req.headers.contains_key(&name.0) {
+        return;
     }
-    req.insert_header(name, value)
+    req.insert_header_named(name.0.clone(), name.1, value);
 }
 
 /// From a trusted proxy: the client is the last X-Forwarded-For entry that is not itself a
