@@ -2,6 +2,8 @@
 # Side-by-side load benchmark on 127.0.0.1: pinion, nginx and HAProxy doing the same job.
 #
 #   benches/load.sh [SECONDS] [CONNECTIONS]        (defaults: 10 s, 50 keep-alive connections)
+#   RUNS=3 WORKERS=2 IDLE=none benches/load.sh       (3 runs and their medians, the default; 2
+#                                                    worker threads/processes each; no idle part)
 #
 # The job and the configurations are in benches/proxies.sh; `floor` is examples/pingora_floor.rs,
 # the smallest Pingora proxy doing the job. The backend is an nginx TLS server answering "ok".
@@ -36,41 +38,78 @@ for name in pinion floor nginx haproxy; do
   wait_answers "$(port_of $name)" || { echo "$name does not answer: $(cat "$WORK/$name.err")"; exit 1; }
 done
 
+# A proxy's processes: the one started and its children (nginx's workers when WORKERS > 1).
+procs_of() { echo "$1" $(pgrep -P "$1" || true); }
 cpu_ticks() { local t=0; for p in $*; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 peak_rss_kb() { local t=0; for p in $*; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $t; }
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else {sub(/s$/,"",v); print v*1000} }'; }
 
 HZ=$(getconf CLK_TCK)
-printf '%-8s %-10s %10s %9s %9s %14s %10s %7s\n' proxy mode req/s p50_ms p99_ms cpu_s/10k_req peak_rss_MB errors
-declare -A CPU P99
-for mode in keepalive newconn; do
-  for name in pinion floor nginx haproxy; do
-    port=$(port_of $name)
-    extra=()
-    [ "$mode" = newconn ] && extra=(-H "Connection: close")
-    procs=${PID[$name]}
-    before=$(cpu_ticks $procs)
-    out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "${extra[@]}" "https://127.0.0.1:$port/")
-    after=$(cpu_ticks $procs)
-    reqs=$(echo "$out" | awk '/requests in/{print $1}')
-    rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-    p50=$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
-    p99=$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
-    non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}'); non2xx=${non2xx:-0}
-    sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/{print $5+$7+$9+$11}'); sockerr=${sockerr:-0}
-    cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.3f", d/hz/n*10000}')
-    rss=$(awk -v k="$(peak_rss_kb $procs)" 'BEGIN{printf "%.1f", k/1024}')
-    CPU[$name-$mode]=$cpu; P99[$name-$mode]=$p99
-    printf '%-8s %-10s %10s %9s %9s %14s %10s %7s\n' $name $mode "$rps" "$p50" "$p99" "$cpu" "$rss" $((non2xx + sockerr))
+RUNS=${RUNS:-3}
+WORKERS=${WORKERS:-1}
+ROW='%-8s %-10s %10s %9s %9s %14s %10s %7s\n'
+: >"$WORK/rows"
+echo "$RUNS run(s) of ${SECONDS_PER_RUN} s, wrk -t$WORKERS -c$CONNS, $WORKERS worker(s) each"
+for run in $(seq "$RUNS"); do
+  echo
+  echo "run $run:"
+  printf "$ROW" proxy mode req/s p50_ms p99_ms cpu_s/10k_req peak_rss_MB errors
+  for mode in keepalive newconn; do
+    for name in pinion floor nginx haproxy; do
+      port=$(port_of $name)
+      extra=()
+      [ "$mode" = newconn ] && extra=(-H "Connection: close")
+      procs=$(procs_of "${PID[$name]}")
+      before=$(cpu_ticks $procs)
+      out=$(wrk -t"$WORKERS" -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency "${extra[@]}" "https://127.0.0.1:$port/")
+      after=$(cpu_ticks $procs)
+      reqs=$(echo "$out" | awk '/requests in/{print $1}')
+      rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+      p50=$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')")
+      p99=$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
+      non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}'); non2xx=${non2xx:-0}
+      sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/{print $5+$7+$9+$11}'); sockerr=${sockerr:-0}
+      cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.3f", d/hz/n*10000}')
+      rss=$(awk -v k="$(peak_rss_kb $procs)" 'BEGIN{printf "%.1f", k/1024}')
+      printf "$ROW" $name $mode "$rps" "$p50" "$p99" "$cpu" "$rss" $((non2xx + sockerr))
+      echo "$name $mode $rps $p50 $p99 $cpu $rss $((non2xx + sockerr))" >>"$WORK/rows"
+    done
   done
 done
 
+# Medians over the runs (errors: the sum), then the ratios of the medians.
+declare -A CPU P99
 echo
-echo "ratios (below 1: pinion uses less):"
+echo "medians of $RUNS run(s) (errors: all runs):"
+printf "$ROW" proxy mode req/s p50_ms p99_ms cpu_s/10k_req peak_rss_MB errors
+while read -r name mode rps p50 p99 cpu rss errors; do
+  printf "$ROW" "$name" "$mode" "$rps" "$p50" "$p99" "$cpu" "$rss" "$errors"
+  CPU[$name-$mode]=$cpu; P99[$name-$mode]=$p99
+done < <(awk '
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  {
+    key = $1 " " $2
+    if (!(key in seen)) { seen[key] = 1; order[++keys] = key }
+    for (f = 3; f <= 7; f++) col[key, f] = col[key, f] " " $f
+    errors[key] += $8
+  }
+  END {
+    for (k = 1; k <= keys; k++) {
+      key = order[k]
+      printf "%s %.2f %.2f %.2f %.3f %.1f %d\n", key, median(col[key, 3]), median(col[key, 4]), median(col[key, 5]), median(col[key, 6]), median(col[key, 7]), errors[key]
+    }
+  }' "$WORK/rows")
+
+echo
+echo "ratios of the medians (below 1: pinion uses less):"
 for mode in keepalive newconn; do
   awk -v m=$mode -v pc="${CPU[pinion-$mode]}" -v nc="${CPU[nginx-$mode]}" -v hc="${CPU[haproxy-$mode]}" \
       -v fc="${CPU[floor-$mode]}" -v pp="${P99[pinion-$mode]}" -v np="${P99[nginx-$mode]}" -v hp="${P99[haproxy-$mode]}" \
-      'BEGIN{printf "  %-10s cpu/request pinion/nginx %.2f, pinion/haproxy %.2f, pinion/pingora-floor %.2f; p99 pinion/nginx %.2f, pinion/haproxy %.2f\n", m, pc/nc, pc/hc, pc/fc, pp/np, pp/hp}'
+      'BEGIN{b = (nc < hc ? nc : hc); printf "  %-10s cpu/request pinion/nginx %.2f, pinion/haproxy %.2f, pinion/better-of-both %.2f, pinion/pingora-floor %.2f; p99 pinion/nginx %.2f, pinion/haproxy %.2f\n", m, pc/nc, pc/hc, pc/b, pc/fc, pp/np, pp/hp}'
 done
 
 # Backend connection reuse over the keep-alive run, from pinion's metrics.
@@ -86,9 +125,11 @@ rss_kb() { local t=0; for p in $*; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/
 echo
 echo "memory per idle TLS client connection (each made one request, then waits):"
 printf '%-8s %12s %14s %14s\n' proxy connections rss_before_MB per_conn_KB
-for n in ${IDLE:-1000 $LARGE}; do
+IDLE=${IDLE:-1000 $LARGE}
+[ "$IDLE" = none ] && IDLE=""
+for n in $IDLE; do
   for name in pinion floor nginx haproxy; do
-    before=$(rss_kb "${PID[$name]}")
+    before=$(rss_kb $(procs_of "${PID[$name]}"))
     coproc CLIENTS { python3 "$ROOT/benches/idle_clients.py" "$(port_of $name)" "$n"; }
     ready=""
     read -r ready <&"${CLIENTS[0]}" || true
@@ -96,7 +137,7 @@ for n in ${IDLE:-1000 $LARGE}; do
       echo "$name: the idle clients failed"; wait "$CLIENTS_PID" || true; continue
     fi
     sleep 1
-    after=$(rss_kb "${PID[$name]}")
+    after=$(rss_kb $(procs_of "${PID[$name]}"))
     printf '%-8s %12s %14s %14s\n' "$name" "$n" "$(awk -v k="$before" 'BEGIN{printf "%.1f", k/1024}')" \
       "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN{printf "%.1f", (a-b)*1024/n/1000}')"
     echo >&"${CLIENTS[1]}"

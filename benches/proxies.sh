@@ -43,7 +43,7 @@ CONF
 
   cat > "$WORK/pinion.yaml" <<CONF
 server:
-  threads: 1
+  threads: ${WORKERS:-1}
   pid_file: $WORK/pinion.pid
   upgrade_sock: $WORK/pinion.sock
 admin:
@@ -71,7 +71,7 @@ routes:
 CONF
 
   cat > "$WORK/nginx-proxy.conf" <<CONF
-worker_processes 1;
+worker_processes ${WORKERS:-1};
 pid $WORK/nginx-proxy.pid;
 error_log $WORK/nginx-proxy.err;
 events { worker_connections 25000; }
@@ -102,7 +102,7 @@ CONF
 
   cat > "$WORK/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread ${WORKERS:-1}
   maxconn ${HAPROXY_MAXCONN:-4096}
 defaults
   mode http
@@ -157,8 +157,12 @@ run_proxy() {
   export RUST_LOG=warn
   case $1 in
     pinion) exec "${WRAP[@]}" "$PINION" -c "$WORK/pinion.yaml" ;;
-    floor) exec "${WRAP[@]}" "$FLOOR" $FLOOR_PORT $BACKEND "$WORK/front.pem" "$WORK/front.key" ;;
-    nginx) exec "${WRAP[@]}" nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" -g "daemon off; master_process off;" ;;
+    floor) exec "${WRAP[@]}" "$FLOOR" $FLOOR_PORT $BACKEND "$WORK/front.pem" "$WORK/front.key" "${WORKERS:-1}" ;;
+    nginx)
+      # One worker: a single process. More: the master and its workers (the master is idle).
+      local master="master_process off;"
+      [ "${WORKERS:-1}" -gt 1 ] && master="master_process on;"
+      exec "${WRAP[@]}" nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" -g "daemon off; $master" ;;
     haproxy) exec "${WRAP[@]}" haproxy -f "$WORK/haproxy.cfg" -db ;;
   esac
 }

@@ -44,11 +44,13 @@ impl ProxyHttp for Floor {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, listen, backend, cert, key] = args.as_slice() else {
-        return Err("usage: pingora_floor LISTEN_PORT BACKEND_PORT CERT KEY".into());
+    let (listen, backend, cert, key, threads) = match args.as_slice() {
+        [_, l, b, c, k] => (l, b, c, k, 1),
+        [_, l, b, c, k, t] => (l, b, c, k, t.parse()?),
+        _ => return Err("usage: pingora_floor LISTEN_PORT BACKEND_PORT CERT KEY [THREADS]".into()),
     };
     let conf = ServerConf {
-        threads: 1,
+        threads,
         pid_file: format!("/tmp/pingora_floor_{listen}.pid"),
         upgrade_sock: format!("/tmp/pingora_floor_{listen}.sock"),
         ..ServerConf::default()
