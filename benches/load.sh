@@ -41,7 +41,8 @@ done
 # A proxy's processes: the one started and its children (nginx's workers when WORKERS > 1).
 procs_of() { echo "$1" $(pgrep -P "$1" || true); }
 cpu_ticks() { local t=0; for p in $*; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
-peak_rss_kb() { local t=0; for p in $*; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $t; }
+# The sum of a /proc/PID/status field (kB) over processes: status_kb VmHWM|VmRSS PID...
+status_kb() { local field=$1 t=0 p; shift; for p in "$@"; do t=$((t + $(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status"))); done; echo $t; }
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else {sub(/s$/,"",v); print v*1000} }'; }
 
 HZ=$(getconf CLK_TCK)
@@ -70,7 +71,7 @@ for run in $(seq "$RUNS"); do
       non2xx=$(echo "$out" | awk '/Non-2xx/{print $NF}'); non2xx=${non2xx:-0}
       sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/{print $5+$7+$9+$11}'); sockerr=${sockerr:-0}
       cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN{printf "%.3f", d/hz/n*10000}')
-      rss=$(awk -v k="$(peak_rss_kb $procs)" 'BEGIN{printf "%.1f", k/1024}')
+      rss=$(awk -v k="$(status_kb VmHWM $procs)" 'BEGIN{printf "%.1f", k/1024}')
       printf "$ROW" $name $mode "$rps" "$p50" "$p99" "$cpu" "$rss" $((non2xx + sockerr))
       echo "$name $mode $rps $p50 $p99 $cpu $rss $((non2xx + sockerr))" >>"$WORK/rows"
     done
@@ -85,12 +86,7 @@ printf "$ROW" proxy mode req/s p50_ms p99_ms cpu_s/10k_req peak_rss_MB errors
 while read -r name mode rps p50 p99 cpu rss errors; do
   printf "$ROW" "$name" "$mode" "$rps" "$p50" "$p99" "$cpu" "$rss" "$errors"
   CPU[$name-$mode]=$cpu; P99[$name-$mode]=$p99
-done < <(awk '
-  function median(list,   a, n, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+done < <(awk "$AWK_MEDIAN"'
   {
     key = $1 " " $2
     if (!(key in seen)) { seen[key] = 1; order[++keys] = key }
@@ -121,7 +117,6 @@ echo "pinion backend connections: $opened opened, $reused reused ($(awk -v o="$o
 # Memory per idle client connection: IDLE (default "1000 10000") TLS connections that each made
 # one keep-alive request and then wait (benches/idle_clients.py), each proxy in turn; the
 # proxy's RSS with them open minus its RSS just before, divided by their number.
-rss_kb() { local t=0; for p in $*; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
 echo
 echo "memory per idle TLS client connection (each made one request, then waits):"
 printf '%-8s %12s %14s %14s\n' proxy connections rss_before_MB per_conn_KB
@@ -129,7 +124,7 @@ IDLE=${IDLE:-1000 $LARGE}
 [ "$IDLE" = none ] && IDLE=""
 for n in $IDLE; do
   for name in pinion floor nginx haproxy; do
-    before=$(rss_kb $(procs_of "${PID[$name]}"))
+    before=$(status_kb VmRSS $(procs_of "${PID[$name]}"))
     coproc CLIENTS { python3 "$ROOT/benches/idle_clients.py" "$(port_of $name)" "$n"; }
     ready=""
     read -r ready <&"${CLIENTS[0]}" || true
@@ -137,7 +132,7 @@ for n in $IDLE; do
       echo "$name: the idle clients failed"; wait "$CLIENTS_PID" || true; continue
     fi
     sleep 1
-    after=$(rss_kb $(procs_of "${PID[$name]}"))
+    after=$(status_kb VmRSS $(procs_of "${PID[$name]}"))
     printf '%-8s %12s %14s %14s\n' "$name" "$n" "$(awk -v k="$before" 'BEGIN{printf "%.1f", k/1024}')" \
       "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN{printf "%.1f", (a-b)*1024/n/1000}')"
     echo >&"${CLIENTS[1]}"

@@ -10,6 +10,12 @@
 # JSON access log to a file; nginx and HAProxy log nothing.
 
 WRAP=()
+# awk: median(list), the median of a space-separated list of numbers (load.sh, reload.sh).
+AWK_MEDIAN='function median(list,   a, n, i, j, t) {
+  n = split(list, a, " ")
+  for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+  return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}'
 PIDS=()   # proxies started in the background by the script; stopped when it exits
 BACKEND=19443 PINION_PORT=18443 NGINX_PORT=18444 HAPROXY_PORT=18445 FLOOR_PORT=18446 ADMIN=19901
 

@@ -199,12 +199,7 @@ table() {
     printf '%-8s %-27s %-5s %9s %9s %7s %7s %7s %7s %7s %12s %8s\n' \
       proxy reload load requests req/s failed sent unsent timeout non-2xx "pid changed" applied
   fi
-  awk -v which="$which" -v runs="$RUNS" '
-    function median(list,   a, n, i, j, t) {
-      n = split(list, a, " ")
-      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+  awk -v which="$which" -v runs="$RUNS" "$AWK_MEDIAN"'
     function yes(list,   a, n, i, y) {
       n = split(list, a, " "); y = 0
       for (i = 1; i <= n; i++) if (a[i] == "yes") y++

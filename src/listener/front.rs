@@ -26,10 +26,12 @@ use tokio::io::AsyncReadExt;
 /// How much of an idle connection's next request is read to learn that it has begun: most
 /// request heads fit, and it stays small because the connection's future holds it while idle.
 const FIRST_READ: usize = 512;
-/// The header buffer a request is parsed in (Pingora's initial size; it grows when needed).
+/// The header buffer a request is parsed in (Pingora's initial size, larger than
+/// [`FIRST_READ`]; it grows when needed).
 const HEADER_BUFFER: usize = 4096;
 /// Pingora's keep-alive for a connection's first request; `proxy` caps it per request.
 const FIRST_KEEPALIVE_SECONDS: u64 = 60;
+const _: () = assert!(HEADER_BUFFER >= FIRST_READ);
 
 /// The proxy service's application: `app` behind PROXY headers, counting and keep-alive.
 pub struct Front<A> {
@@ -112,7 +114,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         };
         match read {
             Ok(Ok(n)) if n > 0 => {
-                let mut bytes = BytesMut::with_capacity(HEADER_BUFFER.max(n));
+                let mut bytes = BytesMut::with_capacity(HEADER_BUFFER);
                 bytes.extend_from_slice(first.get(..n)?);
                 Some(bytes)
             }
@@ -167,6 +169,5 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         self.closer.wait_for_idle_close().await;
         self.closer.close_idle();
         self.app.http_cleanup().await;
-        self.closer.idle_closed();
     }
 }

@@ -12,7 +12,7 @@
 use crate::admin::Drain;
 use crate::gateway::Gateway;
 use log::info;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -31,8 +31,8 @@ pub const LAST_ACCEPT_MARGIN: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct Connections {
     open: AtomicUsize,
-    idle_closed: AtomicBool,
-    /// Becomes true when connections waiting for their next request are to close.
+    /// Becomes true when connections waiting for their next request are to close; from then
+    /// on only requests in flight remain.
     close_idle: watch::Sender<bool>,
 }
 
@@ -40,7 +40,6 @@ impl Default for Connections {
     fn default() -> Connections {
         Connections {
             open: AtomicUsize::new(0),
-            idle_closed: AtomicBool::new(false),
             close_idle: watch::Sender::new(false),
         }
     }
@@ -98,7 +97,8 @@ impl Closer {
         tokio::time::sleep_until(until.into()).await;
     }
 
-    /// Tells connections waiting for their next request to close now.
+    /// Tells connections waiting for their next request to close now; only requests in flight
+    /// remain after that.
     pub fn close_idle(&self) {
         self.connections.close_idle.send_replace(true);
     }
@@ -111,11 +111,6 @@ impl Closer {
             let _ = closing.wait_for(|close| *close).await;
         }
     }
-
-    /// Records that idle connections are closed; only requests in flight remain.
-    pub fn idle_closed(&self) {
-        self.connections.idle_closed.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Exits the process once idle connections are closed and the last connection is done, or
@@ -125,7 +120,7 @@ pub fn exit_when_done(gw: Arc<Gateway>, connections: Arc<Connections>) {
     let spawned = std::thread::Builder::new()
         .name("pinion-exit".into())
         .spawn(move || {
-            while !connections.idle_closed.load(Ordering::SeqCst) {
+            while !*connections.close_idle.borrow() {
                 std::thread::sleep(Duration::from_millis(50));
             }
             let deadline = Instant::now() + gw.current().server.graceful_shutdown_timeout;

@@ -7,9 +7,6 @@ use crate::harness::backend::Backend;
 use crate::harness::certs::Identity;
 use crate::harness::client::Conn;
 use crate::harness::gateway::Env;
-use crate::harness::wait_for;
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Heap allocations one proxied keep-alive request may cost, everything on: the pin check,
@@ -39,49 +36,25 @@ fn blocks_for(requests: usize) -> u64 {
         env.listeners(),
         backend.port
     );
-    let file = env.write_config(&yaml);
-    let stderr = dir.join("valgrind.err");
-    let mut child = Command::new("valgrind")
-        .arg("--tool=dhat")
-        .arg(format!("--dhat-out-file={}/dhat.json", dir.display()))
-        .arg(env!("CARGO_BIN_EXE_pinion"))
-        .arg("-c")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("valgrind is needed for this test (`make test` installs it)");
-    let port = env.port;
-    wait_for(
-        "pinion under valgrind to listen",
-        Duration::from_secs(180),
-        || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "pinion under valgrind exited with {status}: {}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        },
-    );
-    let mut conn = Conn::tls(port);
+    let valgrind = [
+        "valgrind".to_owned(),
+        "--tool=dhat".to_owned(),
+        format!("--dhat-out-file={}/dhat.json", dir.display()),
+    ];
+    let mut gw = env.start_under(&yaml, &valgrind, Duration::from_secs(180));
+    let mut conn = Conn::tls(gw.port());
     for i in 0..requests {
         let r = conn.send("GET /item HTTP/1.1\r\nHost: www.example.com\r\n\r\n");
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
     }
     drop(conn);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(gw.pid()),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    wait_for("pinion to exit", Duration::from_secs(60), || {
-        child.try_wait().ok().flatten()
-    });
-    let log = std::fs::read_to_string(&stderr).unwrap();
+    gw.wait_exit(Duration::from_secs(60));
+    let log = gw.logs();
     let total = log
         .lines()
         .find_map(|l| l.split_once("Total:").map(|(_, rest)| rest.to_owned()))

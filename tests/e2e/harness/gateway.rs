@@ -107,17 +107,31 @@ impl Env {
     /// Writes `yaml` plus a `server:` section private to this test, starts pinion on it and
     /// waits until the listener accepts connections.
     pub fn start(self, yaml: &str) -> Gateway {
+        self.start_under(yaml, &[], Duration::from_secs(30))
+    }
+
+    /// [`Env::start`] with pinion run by `wrapper` (e.g. `valgrind --tool=dhat`), whose own
+    /// output joins pinion's log, allowing `deadline` for each address to listen.
+    pub fn start_under(self, yaml: &str, wrapper: &[String], deadline: Duration) -> Gateway {
         let port = self.port;
         let file = self.write_config(yaml);
         let log = self.dir.path().join("pinion.log");
-        let child = pinion()
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_pinion"));
+                c
+            }
+            None => pinion(),
+        };
+        let child = command
             .arg("-c")
             .arg(&file)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot start {wrapper:?} pinion: {e}"));
         let mut gw = Gateway {
             child,
             env: self,
@@ -127,7 +141,7 @@ impl Env {
         let mut ports = bound_ports(yaml);
         ports.push(port);
         for p in ports {
-            wait_for("the gateway to listen", Duration::from_secs(30), || {
+            wait_for("the gateway to listen", deadline, || {
                 if let Ok(Some(status)) = gw.child.try_wait() {
                     panic!("pinion exited with {status}: {}", gw.logs());
                 }
