@@ -12,6 +12,7 @@ use std::hint::black_box;
 fn table(n: usize) -> RouteTable {
     let routes = (0..n)
         .map(|i| Route {
+            max_body_bytes: None,
             name: format!("r{i}"),
             listeners: None,
             hosts: vec![HostPattern::parse(&format!("site{i}.example.com")).unwrap()],

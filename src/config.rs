@@ -119,6 +119,8 @@ pub struct Listener {
     pub trusted_proxies: Vec<Cidr>,
     /// Format of the X-Forwarded-For entry the gateway adds.
     pub forwarded_for: ForwardedFor,
+    /// How large a request it accepts.
+    pub limits: crate::limits::Limits,
 }
 
 /// A custom body for a gateway-generated error.

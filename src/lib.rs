@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod pool;

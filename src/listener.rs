@@ -260,6 +260,7 @@ mod tests {
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
             forwarded_for: crate::config::ForwardedFor::Ip,
+            limits: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! allocated from the configuration, so recording is an atomic add: no lock, no map lookup.
 
 use crate::config::Config;
+use crate::limits;
 use crate::pool::Pool;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,9 @@ struct ServerCounters {
 /// Requests by status class (1xx..5xx) of one listener and route.
 type ClassCounters = [AtomicU64; 5];
 
+/// Requests of one listener refused by a limit, by reason ([`limits::REASONS`]).
+type RejectedCounters = [AtomicU64; limits::REASONS.len()];
+
 /// A pool's name and, per server, its label and counters.
 type PoolCounters = (String, Vec<(String, Arc<ServerCounters>)>);
 
@@ -71,6 +75,8 @@ pub struct Metrics {
     requests: Vec<Arc<ClassCounters>>,
     latency: Vec<Arc<Histogram>>,
     servers: Vec<PoolCounters>,
+    /// [listener]
+    rejected: Vec<Arc<RejectedCounters>>,
 }
 
 impl Metrics {
@@ -130,12 +136,30 @@ impl Metrics {
                 (p.name.clone(), counters)
             })
             .collect();
+        let rejected = listeners
+            .iter()
+            .map(|l| previous.and_then(|m| m.rejected_of(l)).unwrap_or_default())
+            .collect();
         Metrics {
             listeners,
             routes,
             requests,
             latency,
             servers,
+            rejected,
+        }
+    }
+
+    fn rejected_of(&self, listener: &str) -> Option<Arc<RejectedCounters>> {
+        let l = self.listeners.iter().position(|n| n == listener)?;
+        self.rejected.get(l).cloned()
+    }
+
+    /// Counts a request refused by a limit (its response is counted by [`Metrics::request`]).
+    pub fn rejected(&self, listener: usize, why: limits::Rejection) {
+        let slot = limits::REASONS.iter().position(|r| *r == why.reason());
+        if let Some(c) = slot.and_then(|i| self.rejected.get(listener)?.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -239,9 +263,29 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         config.render(&mut out);
         self.render_requests(&mut out);
+        self.render_rejected(&mut out);
         self.render_latency(&mut out, pools);
         self.render_servers(&mut out, pools, now_unix);
         out
+    }
+
+    fn render_rejected(&self, out: &mut String) {
+        header(
+            out,
+            "pinion_requests_rejected_total",
+            "counter",
+            "Requests refused by a limit of their listener or route, by reason.",
+        );
+        for (listener, counters) in self.listeners.iter().zip(&self.rejected) {
+            for (reason, c) in limits::REASONS.iter().zip(counters.iter()) {
+                let _ = writeln!(
+                    out,
+                    "pinion_requests_rejected_total{{listener=\"{}\",reason=\"{reason}\"}} {}",
+                    esc(listener),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
     }
 
     fn render_requests(&self, out: &mut String) {

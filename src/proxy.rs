@@ -16,12 +16,13 @@ use crate::access_log::{self, AccessLog};
 use crate::admin::Drain;
 use crate::config::{ErrorPage, HostHeader};
 use crate::gateway::{Gateway, Generation};
+use crate::limits::{self, Rejection};
 use crate::metrics::TlsFailure;
 use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
 use crate::upstream;
 use async_trait::async_trait;
-use log::{error, warn};
+use log::{debug, error, warn};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -101,6 +102,10 @@ impl ProxyHttp for Proxy {
             .then(|| headers::incoming_request_id(req))
             .flatten()
             .unwrap_or_else(headers::new_request_id);
+        let limits = l.map(|l| l.limits).unwrap_or_default();
+        if let Err(why) = limits::check_head(session.req_header(), &limits) {
+            return self.reject(session, ctx, why).await;
+        }
         let Some(authority) = headers::authority(req) else {
             return self.error(session, ctx, 400, false).await;
         };
@@ -119,6 +124,10 @@ impl ProxyHttp for Proxy {
                     match &route.target {
                         Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
                         Target::Pool(pool) => {
+                            let max_body = route.max_body_bytes.unwrap_or(limits.max_body_bytes);
+                            if let Err(why) = limits::check_declared_body(req, max_body) {
+                                return self.reject(session, ctx, why).await;
+                            }
                             ctx.pool = Some(*pool);
                             // A path that normalization left alone is sent on as it came.
                             if let Cow::Owned(path) = path {
@@ -422,6 +431,16 @@ impl ProxyHttp for Proxy {
 
 impl Proxy {
     /// Answers with a gateway error; `Ok(true)` stops request processing.
+    /// Answers a request that crossed a limit: its status, counted by reason; the connection
+    /// is not kept, since the client may still be sending what was refused.
+    async fn reject(&self, session: &mut Session, ctx: &Ctx, why: Rejection) -> Result<bool> {
+        debug!("request {} refused: {why}", ctx.request_id);
+        ctx.gen.metrics.rejected(ctx.listener, why);
+        let answered = self.error(session, ctx, why.status(), false).await;
+        respond::discard_body(session).await;
+        answered
+    }
+
     async fn error(
         &self,
         session: &mut Session,

@@ -166,6 +166,9 @@ pub struct Route {
     pub request_headers: HeaderRewrite,
     /// Changes to the response sent to the client.
     pub response_headers: HeaderRewrite,
+    /// The route's own `max_body_bytes`: `None` keeps the listener's, `Some(None)` is
+    /// unlimited.
+    pub max_body_bytes: Option<Option<u64>>,
 }
 
 impl Route {
@@ -357,6 +360,7 @@ mod tests {
 
     fn route(name: &str, hosts: &[&str], paths: &[&str], listeners: Option<Vec<usize>>) -> Route {
         Route {
+            max_body_bytes: None,
             name: name.into(),
             listeners,
             hosts: hosts

@@ -71,6 +71,24 @@ pub struct RawListener {
     pub forwarded_for: Option<String>,
     pub error_pages: Option<BTreeMap<u16, String>>,
     pub redirect_to_https: Option<String>,
+    pub limits: Option<RawLimits>,
+}
+
+/// `listeners[].limits`: how large a request the listener accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<Scalar>,
+    pub max_headers: Option<Scalar>,
+    pub max_uri_bytes: Option<Scalar>,
+    pub max_body_bytes: Option<Scalar>,
+}
+
+/// `routes[].limits`: what a route may set differently from its listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteLimits {
+    pub max_body_bytes: Option<Scalar>,
 }
 
 /// `listeners[].tls`.
@@ -242,6 +260,7 @@ pub struct RawRoute {
     pub request_headers: Option<RawHeaderRewrite>,
     pub response_headers: Option<RawHeaderRewrite>,
     pub redirect: Option<RawRedirect>,
+    pub limits: Option<RawRouteLimits>,
 }
 
 /// `set`/`remove` header rewrites.

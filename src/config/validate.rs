@@ -1,5 +1,6 @@
 //! Raw document to typed `Config`: every rule, every problem collected with its key path.
 
+mod limits;
 mod listener;
 mod pool;
 
@@ -372,6 +373,11 @@ impl Validator<'_> {
             self.rewrite(raw.request_headers.as_ref(), &path.key("request_headers"));
         let response_headers =
             self.rewrite(raw.response_headers.as_ref(), &path.key("response_headers"));
+        let max_body_bytes = raw
+            .limits
+            .as_ref()
+            .and_then(|l| l.max_body_bytes.as_ref())
+            .and_then(|v| self.body_limit(v, &path.key("limits").key("max_body_bytes")));
         Some(Route {
             name: raw.name.clone(),
             listeners: route_listeners,
@@ -380,6 +386,7 @@ impl Validator<'_> {
             target: target?,
             request_headers,
             response_headers,
+            max_body_bytes,
         })
     }
 

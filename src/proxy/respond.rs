@@ -6,6 +6,14 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// How much of a refused request's body is read and dropped before the connection closes, and
+/// for how long: closing a socket with unread bytes makes the kernel reset it, and a reset can
+/// destroy the response before the client reads it (nginx's lingering close does the same).
+const DISCARD_BYTES: usize = 1024 * 1024;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
 
 /// Writes a gateway-generated error; returns `Ok(true)` so that `request_filter` stops.
 pub async fn error(
@@ -60,4 +68,30 @@ async fn write(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(true)
+}
+
+/// After an early answer on a connection that will close: reads and drops what the client is
+/// still sending of its body, up to [`DISCARD_BYTES`] or [`DISCARD_TIME`]. A client that waits
+/// for `100 Continue` sends nothing, and nothing is waited for.
+pub async fn discard_body(session: &mut Session) {
+    let req = session.req_header();
+    let expects_continue = req
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // HTTP/2 ends the refused stream on its own; the connection stays.
+    let h2 = req.version == http::Version::HTTP_2;
+    if h2 || expects_continue || session.is_body_empty() {
+        return;
+    }
+    let _ = timeout(DISCARD_TIME, async {
+        let mut read = 0;
+        while read < DISCARD_BYTES {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }

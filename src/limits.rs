@@ -1,0 +1,248 @@
+//! Request limits: how large a request a listener (or route) accepts, and the status that says
+//! which limit a request crossed. Pure decisions on the parsed request head, so that HTTP/1.1
+//! and HTTP/2 requests are measured alike and every answer goes through the gateway's own error
+//! path (error page, access log line, metric); the proxy phase only asks.
+
+use pingora::http::RequestHeader;
+
+/// Default for `limits.max_header_bytes`: the request line and header fields (Envoy's 60 KiB,
+/// nginx's 4 × 8 KiB buffers; 32 KiB holds any browser's cookies).
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
+/// Default for `limits.max_headers` (Envoy's `max_headers_count`).
+pub const DEFAULT_MAX_HEADERS: u64 = 100;
+/// Default for `limits.max_uri_bytes` (nginx's and HAProxy's 8 KiB line).
+pub const DEFAULT_MAX_URI_BYTES: u64 = 8 * 1024;
+
+/// What one listener accepts; `max_body_bytes` may be narrowed or widened per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line and header fields, counted as HTTP/1.1 writes them.
+    pub max_header_bytes: u64,
+    /// Header fields (each repeated field counts).
+    pub max_headers: u64,
+    /// The request target (path and query) as sent.
+    pub max_uri_bytes: u64,
+    /// The request body; `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_body_bytes: None,
+        }
+    }
+}
+
+/// Why a request is refused: each maps to one status and one metric reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The head is larger than `max_header_bytes`.
+    #[error("request header fields are {size} bytes, more than max_header_bytes ({limit})")]
+    HeaderBytes { size: u64, limit: u64 },
+    /// More header fields than `max_headers`.
+    #[error("{count} request header fields, more than max_headers ({limit})")]
+    Headers { count: u64, limit: u64 },
+    /// The request target is longer than `max_uri_bytes`.
+    #[error("request target is {size} bytes, more than max_uri_bytes ({limit})")]
+    UriBytes { size: u64, limit: u64 },
+    /// The declared body is larger than `max_body_bytes`.
+    #[error("request body of {size} bytes, more than max_body_bytes ({limit})")]
+    BodyBytes { size: u64, limit: u64 },
+}
+
+impl Rejection {
+    /// The status the client gets.
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::HeaderBytes { .. } | Rejection::Headers { .. } => 431,
+            Rejection::UriBytes { .. } => 414,
+            Rejection::BodyBytes { .. } => 413,
+        }
+    }
+
+    /// The `reason` label of `pinion_requests_rejected_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::HeaderBytes { .. } => "header_bytes",
+            Rejection::Headers { .. } => "headers",
+            Rejection::UriBytes { .. } => "uri_bytes",
+            Rejection::BodyBytes { .. } => "body_bytes",
+        }
+    }
+}
+
+/// Every reason [`Rejection::reason`] can give, for metrics that start at zero.
+pub const REASONS: [&str; 4] = ["header_bytes", "headers", "uri_bytes", "body_bytes"];
+
+/// Checks the request head against `limits`: the target first (414 says most precisely what
+/// to shorten), then the field count, then the size.
+pub fn check_head(req: &RequestHeader, limits: &Limits) -> Result<(), Rejection> {
+    let uri = len(req.raw_path().len());
+    if uri > limits.max_uri_bytes {
+        return Err(Rejection::UriBytes {
+            size: uri,
+            limit: limits.max_uri_bytes,
+        });
+    }
+    let count = len(req.headers.len());
+    if count > limits.max_headers {
+        return Err(Rejection::Headers {
+            count,
+            limit: limits.max_headers,
+        });
+    }
+    let size = head_bytes(req);
+    if size > limits.max_header_bytes {
+        return Err(Rejection::HeaderBytes {
+            size,
+            limit: limits.max_header_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a declared `Content-Length` against `max_body_bytes`, before any byte is forwarded.
+/// A body without a length (chunked, HTTP/2 without the header) passes here.
+pub fn check_declared_body(
+    req: &RequestHeader,
+    max_body_bytes: Option<u64>,
+) -> Result<(), Rejection> {
+    let Some(limit) = max_body_bytes else {
+        return Ok(());
+    };
+    let declared = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(size) if size > limit => Err(Rejection::BodyBytes { size, limit }),
+        _ => Ok(()),
+    }
+}
+
+/// The head as HTTP/1.1 writes it: `METHOD target HTTP/1.1\r\n`, then `name: value\r\n` per
+/// field, then the blank line. The same count for a request that came over HTTP/2, so one
+/// limit means one thing on both.
+fn head_bytes(req: &RequestHeader) -> u64 {
+    let line = req.method.as_str().len() + 1 + req.raw_path().len() + 1 + "HTTP/1.1\r\n".len();
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    len(line + fields + 2)
+}
+
+fn len(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, fields: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        for (name, value) in fields {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn a_request_within_every_limit_passes() {
+        let req = request("/a?b=c", &[("host", "example.com"), ("accept", "*/*")]);
+        assert_eq!(check_head(&req, &Limits::default()), Ok(()));
+    }
+
+    #[test]
+    fn the_head_is_counted_as_http1_writes_it() {
+        // "GET /x HTTP/1.1\r\n" 17 + "a: b\r\n" 6 + "\r\n" 2
+        let req = request("/x", &[("a", "b")]);
+        assert_eq!(head_bytes(&req), 25);
+        let limits = Limits {
+            max_header_bytes: 24,
+            ..Limits::default()
+        };
+        assert_eq!(
+            check_head(&req, &limits),
+            Err(Rejection::HeaderBytes {
+                size: 25,
+                limit: 24
+            })
+        );
+        let limits = Limits {
+            max_header_bytes: 25,
+            ..Limits::default()
+        };
+        assert_eq!(check_head(&req, &limits), Ok(()));
+    }
+
+    #[test]
+    fn too_many_fields_are_431_and_repeated_fields_count() {
+        let req = request("/", &[("x", "1"), ("x", "2"), ("y", "3")]);
+        let limits = Limits {
+            max_headers: 2,
+            ..Limits::default()
+        };
+        let rejection = check_head(&req, &limits).unwrap_err();
+        assert_eq!(rejection, Rejection::Headers { count: 3, limit: 2 });
+        assert_eq!(rejection.status(), 431);
+        assert_eq!(rejection.reason(), "headers");
+    }
+
+    #[test]
+    fn a_long_target_is_414_before_the_size_is_considered() {
+        let target = format!("/{}", "a".repeat(100));
+        let req = request(&target, &[]);
+        let limits = Limits {
+            max_uri_bytes: 100,
+            max_header_bytes: 10,
+            ..Limits::default()
+        };
+        let rejection = check_head(&req, &limits).unwrap_err();
+        assert_eq!(
+            rejection,
+            Rejection::UriBytes {
+                size: 101,
+                limit: 100
+            }
+        );
+        assert_eq!(rejection.status(), 414);
+    }
+
+    #[test]
+    fn a_declared_body_over_the_limit_is_413_and_one_at_it_passes() {
+        let req = request("/", &[("content-length", "1001")]);
+        let rejection = check_declared_body(&req, Some(1000)).unwrap_err();
+        assert_eq!(
+            rejection,
+            Rejection::BodyBytes {
+                size: 1001,
+                limit: 1000
+            }
+        );
+        assert_eq!(rejection.status(), 413);
+        assert_eq!(check_declared_body(&req, Some(1001)), Ok(()));
+        assert_eq!(check_declared_body(&req, None), Ok(()));
+        let chunked = request("/", &[("transfer-encoding", "chunked")]);
+        assert_eq!(check_declared_body(&chunked, Some(1)), Ok(()));
+    }
+
+    #[test]
+    fn every_reason_is_listed_for_the_metric() {
+        for r in [
+            Rejection::HeaderBytes { size: 0, limit: 0 },
+            Rejection::Headers { count: 0, limit: 0 },
+            Rejection::UriBytes { size: 0, limit: 0 },
+            Rejection::BodyBytes { size: 0, limit: 0 },
+        ] {
+            assert!(REASONS.contains(&r.reason()));
+        }
+    }
+}
