@@ -6,6 +6,7 @@ mod context;
 mod error;
 pub mod headers;
 mod respond;
+mod retry;
 
 pub use context::Ctx;
 use context::{pool_index, InFlight, Next};
@@ -296,6 +297,7 @@ impl ProxyHttp for Proxy {
         _upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.answered = true;
         if let Some(t) = ctx.upstream_start {
             ctx.gen
                 .metrics
@@ -345,7 +347,11 @@ impl ProxyHttp for Proxy {
                 .tls_failure(pool_index(ctx), ctx.server.unwrap_or_default(), f);
         }
         // Nothing reached the server: replaying on another one is safe for any method.
-        let retry = may_retry(ctx);
+        let attempt = retry::Attempt {
+            nothing_sent: true,
+            ..retry::Attempt::default()
+        };
+        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
         if retry {
             log_retry(ctx, &e);
         }
@@ -361,14 +367,16 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        let attempt = retry::Attempt {
+            nothing_sent: std::mem::take(&mut ctx.nothing_sent),
+            // Pingora names it for the client side of the upstream connection: pooled or new.
+            reused: client_reused,
+            idempotent: session.req_header().method.is_idempotent(),
+            body_truncated: session.as_ref().retry_buffer_truncated(),
+            answered: std::mem::take(&mut ctx.answered) || session.response_written().is_some(),
+        };
+        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = std::mem::take(&mut ctx.nothing_sent)
-            || (session.req_header().method.is_idempotent()
-                && !session.as_ref().retry_buffer_truncated()
-                && client_reused);
-        // A stale pooled connection (closed by the server while idle) is the case Pingora marks
-        // for reuse-only retry; nothing else after the first request byte is replayed.
-        let retry = replayable && may_retry(ctx);
         if retry {
             log_retry(ctx, &e);
         }
