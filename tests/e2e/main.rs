@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod affinity;
 mod allocations;
 mod config_errors;
 mod demo;
