@@ -22,7 +22,7 @@ use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
 use crate::upstream;
 use async_trait::async_trait;
-use log::{error, warn};
+use log::{error, info, warn};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -137,7 +137,18 @@ impl ProxyHttp for Proxy {
                     }
                 }
                 Decision::NotFound => Next::Error(404, true),
-                Decision::BadPath(_) => Next::Error(400, false),
+                Decision::BadPath(e) => {
+                    // Answered without reaching a backend: the log is the only trace of why.
+                    info!(
+                        "listener {}: 400 for {} {:?} from {}: {e}",
+                        l.map_or("-", |l| l.name.as_str()),
+                        ctx.authority,
+                        req.uri.path(),
+                        ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                    );
+                    ctx.logged = true;
+                    Next::Error(400, false)
+                }
             }
         };
         match next {

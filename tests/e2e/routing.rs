@@ -107,6 +107,15 @@ fn the_backend_receives_the_normalized_path_and_query() {
     );
     assert_eq!(get(gw.port(), "h", "/b%00").status, 400);
     assert_eq!(get(gw.port(), "h", "/b%zz").status, 400);
+    // Each 400 is logged with the path and the reason.
+    for (path, reason) in [
+        ("/../b", "path climbs above the root"),
+        ("/public/..%2Fadmin/x", "encoded '/' changes the route"),
+        ("/b%00", "encoded NUL in path"),
+        ("/b%zz", "malformed percent-encoding"),
+    ] {
+        gw.log_line(&["400 for h", &format!("{path:?}"), reason]);
+    }
     let targets: Vec<String> = admin.requests().iter().map(|r| r.target.clone()).collect();
     assert_eq!(
         targets,
