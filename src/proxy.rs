@@ -225,7 +225,7 @@ impl ProxyHttp for Proxy {
         let Err(reason) = upstream::check(tls, digest) else {
             return Ok(());
         };
-        gen.metrics.tls_failure(p, s, TlsFailure::NotWhitelisted);
+        let failure = reason.metric();
         let server = ctx
             .server
             .and_then(|s| pool.servers.get(s))
@@ -236,9 +236,11 @@ impl ProxyHttp for Proxy {
             reason,
         };
         if !upstream::enforced(tls) {
+            gen.metrics.pin_reported(p, s);
             warn!("{rejected} (pin_mode: report, request allowed)");
             return Ok(());
         }
+        gen.metrics.tls_failure(p, s, failure);
         warn!("{rejected}; connection closed before the request was sent");
         ctx.nothing_sent = true;
         ctx.logged = true;

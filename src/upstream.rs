@@ -38,6 +38,16 @@ pub enum PinError {
     NoCertificate,
 }
 
+impl PinError {
+    /// The `/metrics` reason this failure is counted under.
+    pub fn metric(&self) -> crate::metrics::TlsFailure {
+        match self {
+            PinError::NotWhitelisted(_) => crate::metrics::TlsFailure::NotWhitelisted,
+            PinError::NoCertificate => crate::metrics::TlsFailure::NoCertificate,
+        }
+    }
+}
+
 /// The hook that records every upstream leaf's pin in the TLS digest. Built once, shared.
 pub fn handshake_hook() -> HandshakeCompleteHook {
     Arc::new(|ssl: &SslRef| {
@@ -180,6 +190,16 @@ mod tests {
         assert_eq!(
             check(&tls(vec![Pin([1; 32])]), None),
             Err(PinError::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn a_missing_certificate_is_counted_under_its_own_reason() {
+        use crate::metrics::TlsFailure;
+        assert_eq!(PinError::NoCertificate.metric(), TlsFailure::NoCertificate);
+        assert_eq!(
+            PinError::NotWhitelisted(Pin([1; 32])).metric(),
+            TlsFailure::NotWhitelisted
         );
     }
 
