@@ -10,6 +10,7 @@ mod affinity;
 mod allocations;
 mod config_errors;
 mod demo;
+mod diagnostics;
 mod failures;
 mod faults;
 mod front_door;
