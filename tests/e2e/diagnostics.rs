@@ -1,8 +1,9 @@
-//! What an operator sees about a backend that fails the trust checks: the key and chain it
-//! presents, in `/status` and `pinion preflight`, also when the handshake itself was refused.
+//! What an operator sees about a backend that fails the trust checks: refusals counted by
+//! reason in `/metrics`, and the key and chain it presents in `/status` and `pinion preflight`,
+//! also when the handshake itself was refused.
 
-use crate::harness::{free_port, pinion, wait_for, Backend, Ca, Env};
-use crate::operations::admin_get;
+use crate::harness::{free_port, get, pinion, wait_for, Backend, Ca, Env, Identity};
+use crate::operations::{admin_get, metrics, sample};
 use std::time::Duration;
 
 #[test]
@@ -87,4 +88,69 @@ fn status_and_preflight_show_the_key_and_chain_of_a_server_whose_chain_or_name_f
         "no byte is ever sent on a connection that failed verification\n{}",
         gw.logs()
     );
+}
+
+#[test]
+fn tls_check_failures_are_counted_by_pool_server_and_reason() {
+    let key = Identity::self_signed(&["api.internal"]);
+    let impostor = Backend::https("impostor", &Identity::self_signed(&["api.internal"]));
+    let ca = crate::harness::Ca::new("Root");
+    let foreign = Backend::https(
+        "foreign",
+        &crate::harness::Ca::new("Other").issue(&["api.internal"]),
+    );
+    let env = Env::new();
+    key.write(env.path(), "k");
+    ca.write(env.path(), "root");
+    let admin = free_port();
+    let pools = format!(
+        "  - name: pinned\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      pins: [{{cert: k.pem}}]\n  - name: ca\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      sni: api.internal\n      ca: root.pem\n  - name: report\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      pins: [{{cert: k.pem}}]\n      pin_mode: report\n",
+        impostor.port, foreign.port, impostor.port
+    );
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n{pools}routes:\n  - name: ca\n    paths: [\"/ca\"]\n    pool: ca\n  - name: report\n    paths: [\"/report\"]\n    pool: report\n  - name: pinned\n    pool: pinned\n",
+        env.listeners()
+    );
+    let gw = env.start(&yaml);
+    for _ in 0..2 {
+        assert_eq!(get(gw.port(), "h", "/").status, 502);
+        assert_eq!(get(gw.port(), "h", "/ca").status, 502);
+        assert_eq!(
+            get(gw.port(), "h", "/report").status,
+            200,
+            "report mode lets it through"
+        );
+    }
+    let m = metrics(admin);
+    let fails = |pool, port: u16, reason| {
+        sample(
+            &m,
+            "pinion_tls_check_failures_total",
+            &[
+                ("pool", pool),
+                ("server", &format!("127.0.0.1:{port}")),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(fails("pinned", impostor.port, "not_whitelisted"), 2.0);
+    assert_eq!(fails("ca", foreign.port, "certificate_invalid"), 2.0);
+    // Report mode refused nothing: its mismatches have their own counter.
+    assert_eq!(fails("report", impostor.port, "not_whitelisted"), 0.0);
+    assert!(
+        m.keys()
+            .any(|(name, labels)| name == "pinion_tls_check_failures_total"
+                && labels.contains(&("reason".into(), "no_certificate".into()))),
+        "a missing certificate has its own reason"
+    );
+    let reported = sample(
+        &m,
+        "pinion_pin_mismatches_reported_total",
+        &[
+            ("pool", "report"),
+            ("server", &format!("127.0.0.1:{}", impostor.port)),
+        ],
+    );
+    assert_eq!(reported, 2.0);
+    drop(gw);
 }
