@@ -62,6 +62,7 @@ impl Admin {
                             "healthy": r.healthy,
                             "reason": r.reason,
                             "presented_pin": r.pin,
+                            "presented_chain": r.chain,
                             "certificate_expires": r.not_after,
                             "certificate_expiry_days": r.not_after_unix.map(|t| ((t - now) as f64 / 86_400.0 * 1000.0).round() / 1000.0),
                             "in_flight": s.in_flight.load(Ordering::Relaxed),

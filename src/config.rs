@@ -240,6 +240,33 @@ pub struct Affinity {
     pub http_only: bool,
     /// `SameSite` attribute (default lax).
     pub same_site: SameSite,
+    /// The key of the MAC that makes the cookie value (from `secret_file`).
+    pub secret: AffinitySecret,
+}
+
+/// The affinity MAC key. Never printed: `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AffinitySecret(Arc<[u8]>);
+
+impl AffinitySecret {
+    /// The fewest bytes a secret file must hold: 256 bits, the HMAC-SHA256 block strength.
+    pub const MIN_LEN: usize = 32;
+
+    /// A key from the bytes of a secret file.
+    pub fn new(bytes: &[u8]) -> AffinitySecret {
+        AffinitySecret(bytes.into())
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AffinitySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AffinitySecret({} bytes)", self.0.len())
+    }
 }
 
 /// A cookie's `SameSite` attribute.

@@ -19,6 +19,8 @@ const BUCKETS: [f64; 12] = [
 pub enum TlsFailure {
     /// The leaf's key is not on the whitelist.
     NotWhitelisted,
+    /// A pinned pool's server presented no certificate pinion could read (fails closed).
+    NoCertificate,
     /// The chain, name or validity did not verify.
     CertificateInvalid,
     /// The handshake failed otherwise.
@@ -26,8 +28,9 @@ pub enum TlsFailure {
 }
 
 impl TlsFailure {
-    const ALL: [TlsFailure; 3] = [
+    const ALL: [TlsFailure; 4] = [
         TlsFailure::NotWhitelisted,
+        TlsFailure::NoCertificate,
         TlsFailure::CertificateInvalid,
         TlsFailure::HandshakeFailed,
     ];
@@ -35,6 +38,7 @@ impl TlsFailure {
     fn label(self) -> &'static str {
         match self {
             TlsFailure::NotWhitelisted => "not_whitelisted",
+            TlsFailure::NoCertificate => "no_certificate",
             TlsFailure::CertificateInvalid => "certificate_invalid",
             TlsFailure::HandshakeFailed => "handshake_failed",
         }
@@ -52,7 +56,9 @@ struct Histogram {
 struct ServerCounters {
     opened: AtomicU64,
     reused: AtomicU64,
-    tls_failures: [AtomicU64; 3],
+    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
+    /// Pin mismatches let through by `pin_mode: report`.
+    reported: AtomicU64,
 }
 
 /// Requests by status class (1xx..5xx) of one listener and route.
@@ -243,7 +249,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a failed trust check.
+    /// Counts a pin mismatch that `pin_mode: report` let through (not a refusal).
+    pub fn pin_reported(&self, pool: usize, server: usize) {
+        if let Some(s) = self.server(pool, server) {
+            s.reported.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a backend refused by a trust check.
     pub fn tls_failure(&self, pool: usize, server: usize, reason: TlsFailure) {
         let i = TlsFailure::ALL
             .iter()
@@ -401,6 +414,19 @@ impl Metrics {
                     n.load(Ordering::Relaxed)
                 );
             }
+        });
+        header(
+            out,
+            "pinion_pin_mismatches_reported_total",
+            "counter",
+            "Pin mismatches allowed by pin_mode: report (requests that enforce mode would refuse).",
+        );
+        each(out, &|out, labels, _, c| {
+            let _ = writeln!(
+                out,
+                "pinion_pin_mismatches_reported_total{{{labels}}} {}",
+                c.reported.load(Ordering::Relaxed)
+            );
         });
         header(
             out,

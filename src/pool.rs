@@ -8,9 +8,13 @@ mod select;
 pub use health::{Health, HealthReport};
 pub use probe::{connect_and_check, Prober};
 
-use crate::config::{Affinity, Balance, HostHeader, PoolConfig, Probe, UpstreamTls};
+use crate::config::{
+    Affinity, AffinitySecret, Balance, HostHeader, PoolConfig, Probe, UpstreamTls,
+};
 use crate::upstream;
-use openssl::hash::{hash, MessageDigest};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
 use pingora::protocols::tls::HandshakeCompleteHook;
 use pingora::upstreams::peer::HttpPeer;
 use std::fmt::Write as _;
@@ -27,8 +31,8 @@ pub struct Server {
     pub peer: HttpPeer,
     /// Weight for every balance algorithm.
     pub weight: u32,
-    /// The affinity cookie value naming this server: opaque, and the same on every instance
-    /// with the same configuration.
+    /// The affinity cookie value naming this server (empty when affinity is off): opaque, the
+    /// same on every instance with the same secret, and unchanged by trust settings.
     pub id: String,
     /// The name a probe or `host_header: backend` uses for this server.
     pub host_name: String,
@@ -113,7 +117,11 @@ impl Pool {
                     label: s.label.clone(),
                     peer: upstream::peer(s, cfg.tls.as_deref(), &cfg.timeouts, group, hook),
                     weight: s.weight,
-                    id: server_id(&cfg.name, &s.label, cfg.tls.as_deref()),
+                    id: cfg
+                        .affinity
+                        .as_ref()
+                        .map(|a| server_id(&a.secret, &cfg.name, &s.label))
+                        .unwrap_or_default(),
                     host_name: cfg
                         .tls
                         .as_ref()
@@ -200,16 +208,23 @@ impl Pool {
     }
 }
 
-/// The affinity id of a server: a SHA-256 over the pool name, the server as written and the
-/// pool's trust material, so it names the server without revealing its address.
-fn server_id(pool: &str, label: &str, tls: Option<&UpstreamTls>) -> String {
-    let mut material = format!("pinion-affinity\0{pool}\0{label}\0").into_bytes();
-    if let Some(tls) = tls {
-        material.extend_from_slice(&upstream::group_key(pool, tls).to_le_bytes());
-    }
-    let digest = hash(MessageDigest::sha256(), &material)
-        .map(|d| d.to_vec())
-        .unwrap_or_default();
+/// The affinity id of a server: HMAC-SHA256 under the operator's secret over the pool name and
+/// the server as written, truncated to 128 bits. Without the secret nobody can tell which
+/// address a cookie names (an unkeyed hash of `ip:port` falls to a search of the address
+/// space); pins, CA and other trust settings are left out so rotating them keeps sessions.
+fn server_id(secret: &AffinitySecret, pool: &str, label: &str) -> String {
+    let mac = PKey::hmac(secret.bytes()).and_then(|key| {
+        let mut signer = Signer::new(MessageDigest::sha256(), &key)?;
+        for part in [b"pinion-affinity", pool.as_bytes(), label.as_bytes()] {
+            // Length-prefixed, so no two (pool, server) pairs feed the MAC the same bytes.
+            signer.update(&(part.len() as u64).to_be_bytes())?;
+            signer.update(part)?;
+        }
+        signer.sign_to_vec()
+    });
+    // OpenSSL fails here only without memory; an empty id then matches no cookie, so clients
+    // are balanced as if affinity were off rather than all sent to one server.
+    let digest = mac.unwrap_or_default();
     let mut id = String::with_capacity(32);
     for b in digest.iter().take(16) {
         let _ = write!(id, "{b:02x}");
@@ -223,11 +238,35 @@ mod tests {
 
     #[test]
     fn server_ids_are_stable_opaque_and_distinct() {
-        let a = server_id("api", "10.0.1.4:443", None);
-        assert_eq!(a, server_id("api", "10.0.1.4:443", None));
-        assert_ne!(a, server_id("api", "10.0.1.5:443", None));
-        assert_ne!(a, server_id("web", "10.0.1.4:443", None));
+        let key = AffinitySecret::new(&[7; 32]);
+        let a = server_id(&key, "api", "10.0.1.4:443");
+        assert_eq!(a, server_id(&key, "api", "10.0.1.4:443"));
+        assert_ne!(a, server_id(&key, "api", "10.0.1.5:443"));
+        assert_ne!(a, server_id(&key, "web", "10.0.1.4:443"));
+        assert_ne!(
+            a,
+            server_id(&key, "api1", "0.0.1.4:443"),
+            "parts are delimited"
+        );
         assert_eq!(a.len(), 32);
-        assert!(!a.contains("10.0"));
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn server_ids_depend_on_the_secret_and_are_no_plain_hash_of_the_address() {
+        let (pool, label) = ("api", "10.0.1.4:443");
+        let a = server_id(&AffinitySecret::new(&[7; 32]), pool, label);
+        assert_ne!(a, server_id(&AffinitySecret::new(&[8; 32]), pool, label));
+        // Whoever knows pool and address cannot recompute the id without the key: no unkeyed
+        // digest of them, in any of the ways the pieces could be joined, gives it.
+        for material in [
+            format!("pinion-affinity\0{pool}\0{label}\0"),
+            format!("{pool}{label}"),
+            label.to_owned(),
+        ] {
+            let plain = openssl::hash::hash(MessageDigest::sha256(), material.as_bytes()).unwrap();
+            let plain: String = plain.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            assert_ne!(a, plain, "{material:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod context;
 mod error;
 pub mod headers;
 mod respond;
+mod retry;
 
 pub use context::Ctx;
 use context::{pool_index, InFlight, Next};
@@ -22,7 +23,7 @@ use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
 use crate::upstream;
 use async_trait::async_trait;
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -145,7 +146,18 @@ impl ProxyHttp for Proxy {
                     }
                 }
                 Decision::NotFound => Next::Error(404, true),
-                Decision::BadPath(_) => Next::Error(400, false),
+                Decision::BadPath(e) => {
+                    // Answered without reaching a backend: the log is the only trace of why.
+                    info!(
+                        "listener {}: 400 for {} {:?} from {}: {e}",
+                        l.map_or("-", |l| l.name.as_str()),
+                        ctx.authority,
+                        req.uri.path(),
+                        ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                    );
+                    ctx.logged = true;
+                    Next::Error(400, false)
+                }
             }
         };
         match next {
@@ -222,7 +234,7 @@ impl ProxyHttp for Proxy {
         let Err(reason) = upstream::check(tls, digest) else {
             return Ok(());
         };
-        gen.metrics.tls_failure(p, s, TlsFailure::NotWhitelisted);
+        let failure = reason.metric();
         let server = ctx
             .server
             .and_then(|s| pool.servers.get(s))
@@ -233,9 +245,11 @@ impl ProxyHttp for Proxy {
             reason,
         };
         if !upstream::enforced(tls) {
+            gen.metrics.pin_reported(p, s);
             warn!("{rejected} (pin_mode: report, request allowed)");
             return Ok(());
         }
+        gen.metrics.tls_failure(p, s, failure);
         warn!("{rejected}; connection closed before the request was sent");
         ctx.nothing_sent = true;
         ctx.logged = true;
@@ -305,6 +319,7 @@ impl ProxyHttp for Proxy {
         _upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.answered = true;
         if let Some(t) = ctx.upstream_start {
             ctx.gen
                 .metrics
@@ -354,7 +369,11 @@ impl ProxyHttp for Proxy {
                 .tls_failure(pool_index(ctx), ctx.server.unwrap_or_default(), f);
         }
         // Nothing reached the server: replaying on another one is safe for any method.
-        let retry = may_retry(ctx);
+        let attempt = retry::Attempt {
+            nothing_sent: true,
+            ..retry::Attempt::default()
+        };
+        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
         if retry {
             log_retry(ctx, &e);
         }
@@ -370,14 +389,16 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        let attempt = retry::Attempt {
+            nothing_sent: std::mem::take(&mut ctx.nothing_sent),
+            // Pingora names it for the client side of the upstream connection: pooled or new.
+            reused: client_reused,
+            idempotent: session.req_header().method.is_idempotent(),
+            body_truncated: session.as_ref().retry_buffer_truncated(),
+            answered: std::mem::take(&mut ctx.answered) || session.response_written().is_some(),
+        };
+        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = std::mem::take(&mut ctx.nothing_sent)
-            || (session.req_header().method.is_idempotent()
-                && !session.as_ref().retry_buffer_truncated()
-                && client_reused);
-        // A stale pooled connection (closed by the server while idle) is the case Pingora marks
-        // for reuse-only retry; nothing else after the first request byte is replayed.
-        let retry = replayable && may_retry(ctx);
         if retry {
             log_retry(ctx, &e);
         }

@@ -25,6 +25,9 @@ pub struct PresentedCert {
     pub not_after: String,
     /// The same instant as seconds since the Unix epoch.
     pub not_after_unix: Option<i64>,
+    /// The chain as presented, leaf first, each `subject (issuer: ...)`. Read only by the
+    /// diagnostic handshake after a failed chain or name check; empty on the request path.
+    pub chain: Vec<String>,
 }
 
 /// Why a connection to a backend is refused after the handshake.
@@ -38,20 +41,64 @@ pub enum PinError {
     NoCertificate,
 }
 
+impl PinError {
+    /// The `/metrics` reason this failure is counted under.
+    pub fn metric(&self) -> crate::metrics::TlsFailure {
+        match self {
+            PinError::NotWhitelisted(_) => crate::metrics::TlsFailure::NotWhitelisted,
+            PinError::NoCertificate => crate::metrics::TlsFailure::NoCertificate,
+        }
+    }
+}
+
 /// The hook that records every upstream leaf's pin in the TLS digest. Built once, shared.
 pub fn handshake_hook() -> HandshakeCompleteHook {
-    Arc::new(|ssl: &SslRef| {
-        let cert = ssl.peer_certificate()?;
-        let der = cert.public_key().ok()?.public_key_to_der().ok()?;
-        let digest = hash(MessageDigest::sha256(), &der).ok()?;
-        let pin: [u8; 32] = digest.as_ref().try_into().ok()?;
-        let presented = PresentedCert {
-            pin: Pin(pin),
-            not_after: cert.not_after().to_string(),
-            not_after_unix: unix_time(cert.not_after()),
-        };
-        Some(Arc::new(presented) as Arc<dyn Any + Send + Sync>)
-    })
+    Arc::new(|ssl: &SslRef| record(ssl, false))
+}
+
+/// The hook of a diagnostic handshake (probes and preflight, after the chain or name check
+/// failed): records the chain as well, for the operator to see what the server sends.
+pub fn diagnostic_hook() -> HandshakeCompleteHook {
+    Arc::new(|ssl: &SslRef| record(ssl, true))
+}
+
+fn record(ssl: &SslRef, with_chain: bool) -> Option<Arc<dyn Any + Send + Sync>> {
+    let cert = ssl.peer_certificate()?;
+    let der = cert.public_key().ok()?.public_key_to_der().ok()?;
+    let digest = hash(MessageDigest::sha256(), &der).ok()?;
+    let pin: [u8; 32] = digest.as_ref().try_into().ok()?;
+    let chain = match ssl.peer_cert_chain() {
+        Some(chain) if with_chain => chain
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} (issuer: {})",
+                    name(c.subject_name()),
+                    name(c.issuer_name())
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let presented = PresentedCert {
+        pin: Pin(pin),
+        not_after: cert.not_after().to_string(),
+        not_after_unix: unix_time(cert.not_after()),
+        chain,
+    };
+    Some(Arc::new(presented) as Arc<dyn Any + Send + Sync>)
+}
+
+/// A distinguished name as `CN=api.internal, O=Example`.
+fn name(n: &openssl::x509::X509NameRef) -> String {
+    n.entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_default();
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An ASN.1 time as seconds since the Unix epoch.
@@ -180,6 +227,16 @@ mod tests {
         assert_eq!(
             check(&tls(vec![Pin([1; 32])]), None),
             Err(PinError::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn a_missing_certificate_is_counted_under_its_own_reason() {
+        use crate::metrics::TlsFailure;
+        assert_eq!(PinError::NoCertificate.metric(), TlsFailure::NoCertificate);
+        assert_eq!(
+            PinError::NotWhitelisted(Pin([1; 32])).metric(),
+            TlsFailure::NotWhitelisted
         );
     }
 

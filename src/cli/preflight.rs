@@ -14,8 +14,10 @@ pub struct Row {
     pub pool: String,
     /// Server as configured.
     pub server: String,
-    /// The pin presented, if a TLS handshake completed.
+    /// The pin presented (also when the chain or name failed verification).
     pub pin: Option<String>,
+    /// The chain presented, when the chain or name failed verification.
+    pub chain: Vec<String>,
     /// Whether that pin is whitelisted ("-" for pools without pins).
     pub whitelisted: &'static str,
     /// Certificate expiry.
@@ -54,6 +56,7 @@ pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
                             pin,
                             not_after: r.not_after.unwrap_or_default(),
                             not_after_unix: r.not_after_unix,
+                            chain: r.chain,
                         })
                 });
                 let whitelisted = match (&pool.tls, &seen) {
@@ -71,6 +74,7 @@ pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
                     server: server.label.clone(),
                     pin: seen.as_ref().map(|c| c.pin.to_string()),
                     whitelisted,
+                    chain: seen.as_ref().map(|c| c.chain.clone()).unwrap_or_default(),
                     expires: seen.map(|c| c.not_after),
                     problem,
                 });
@@ -98,6 +102,9 @@ pub fn print(rows: &[Row], out: &mut impl Write) -> bool {
             r.expires.as_deref().unwrap_or("-"),
             r.problem.as_deref().unwrap_or("ok")
         );
+        for (i, cert) in r.chain.iter().enumerate() {
+            let _ = writeln!(out, "{:<16} chain[{i}]: {cert}", "");
+        }
     }
     rows.iter().all(|r| r.problem.is_none())
 }

@@ -90,6 +90,12 @@ pub enum Problem {
         "{0:?} cannot be rewritten: the proxy manages it (use the pool's `host_header` for Host)"
     )]
     ReservedHeader(String),
+    /// Affinity without the key its cookie values are made with.
+    #[error("affinity needs `secret_file`: a file of at least 32 random bytes, the same on every instance (e.g. made with `openssl rand -base64 32 > affinity.key`)")]
+    NoAffinitySecret,
+    /// An affinity secret file too short to be a key.
+    #[error("{path} holds {len} bytes; an affinity secret needs at least 32 random bytes (e.g. `openssl rand -base64 32`)")]
+    ShortSecret { path: PathBuf, len: usize },
     /// A route without a target.
     #[error("a route needs `pool` (or `redirect`)")]
     NoTarget,

@@ -192,6 +192,7 @@ pub struct RawPin {
 #[serde(deny_unknown_fields)]
 pub struct RawAffinity {
     pub cookie: Option<String>,
+    pub secret_file: Option<String>,
     pub ttl_seconds: Option<u64>,
     pub secure: Option<bool>,
     pub http_only: Option<bool>,

@@ -19,6 +19,7 @@ struct State {
     pin: Option<String>,
     not_after: Option<String>,
     not_after_unix: Option<i64>,
+    chain: Vec<String>,
 }
 
 /// A snapshot for logs and status pages.
@@ -34,6 +35,9 @@ pub struct HealthReport {
     pub not_after: Option<String>,
     /// The same, as seconds since the Unix epoch.
     pub not_after_unix: Option<i64>,
+    /// The chain it presented when its chain or name last failed verification (leaf first);
+    /// empty once a handshake verifies again.
+    pub chain: Vec<String>,
 }
 
 /// A change of rotation state.
@@ -66,6 +70,7 @@ impl Health {
         s.pin = Some(cert.pin.to_string());
         s.not_after = Some(cert.not_after.clone());
         s.not_after_unix = cert.not_after_unix;
+        s.chain.clone_from(&cert.chain);
     }
 
     /// Records a probe result; returns the transition it caused, if any.
@@ -112,6 +117,7 @@ impl Health {
             pin: s.pin.clone(),
             not_after: s.not_after.clone(),
             not_after_unix: s.not_after_unix,
+            chain: s.chain.clone(),
         }
     }
 

@@ -114,10 +114,19 @@ pub async fn connect_and_check(
     let mut peer = server.peer.clone();
     // A fresh connection every time, never one from the request pool.
     peer.options.idle_timeout = Some(Duration::ZERO);
-    let (session, _) = connector
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| format!("{}{}", e.etype().as_str(), detail(&e)))?;
+    let session = match connector.get_http_session(&peer).await {
+        Ok((session, _)) => session,
+        Err(e) => {
+            if *e.etype() == pingora::ErrorType::InvalidCert {
+                // The handshake was refused before pinion could record the certificate; the
+                // operator still needs to see which key and chain the server presents.
+                if let Some(cert) = presented_anyway(server, connector).await {
+                    server.health.presented(&cert);
+                }
+            }
+            return Err(format!("{}{}", e.etype().as_str(), detail(&e)));
+        }
+    };
     let seen = upstream::presented(session.digest()).cloned();
     if let Some(cert) = &seen {
         server.health.presented(cert);
@@ -135,6 +144,18 @@ pub async fn connect_and_check(
         }
     }
     Ok((session, seen))
+}
+
+/// What a server whose chain or name failed verification presents, read by a second handshake
+/// that verifies nothing. It is closed without a byte written: nothing is ever sent on it.
+async fn presented_anyway(server: &Server, connector: &Connector) -> Option<PresentedCert> {
+    let mut peer = server.peer.clone();
+    peer.options.idle_timeout = Some(Duration::ZERO);
+    peer.options.verify_cert = false;
+    peer.options.verify_hostname = false;
+    peer.options.upstream_tls_handshake_complete_hook = Some(upstream::diagnostic_hook());
+    let (session, _) = connector.get_http_session(&peer).await.ok()?;
+    upstream::presented(session.digest()).cloned()
 }
 
 /// One probe; `Err` carries the reason shown in logs and status.

@@ -100,7 +100,9 @@ pub(super) fn ip_hash(
         IpAddr::V6(v6) => v6.octets().to_vec(),
     };
     let score = |s: &Server| {
-        let h = fnv1a(&[ip_bytes.as_slice(), s.id.as_bytes()]);
+        // The server as written: the same on every instance and across reloads that change
+        // only trust settings (the affinity id is empty when affinity is off).
+        let h = fnv1a(&[ip_bytes.as_slice(), s.label.as_bytes()]);
         // Map to (0, 1], then weighted rendezvous: w / -ln(u).
         let u = ((h >> 11) as f64 + 1.0) / ((1u64 << 53) as f64 + 1.0);
         f64::from(s.weight.max(1)) / -u.ln()

@@ -50,6 +50,7 @@ mod tests {
             secure: true,
             http_only: true,
             same_site: SameSite::Lax,
+            secret: crate::config::AffinitySecret::new(&[1; 32]),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Ctx {
     pub(super) set_cookie: Option<String>,
     /// The last failure happened before any request byte was sent (safe to replay anywhere).
     pub(super) nothing_sent: bool,
+    /// The current server's response header has arrived (a failure after it is never replayed).
+    pub(super) answered: bool,
     /// Normalized path plus the original query, when normalization changed the path: what the
     /// backend receives instead of the client's request target.
     pub(super) target: Option<String>,
@@ -72,6 +74,7 @@ impl Ctx {
             affinity: None,
             set_cookie: None,
             nothing_sent: false,
+            answered: false,
             target: None,
             authority: String::new(),
             request_id: String::new(),

@@ -55,7 +55,9 @@ pub struct Forwarded<'a> {
 
 impl Forwarded<'_> {
     /// Sets the forwarding headers. From an untrusted peer every X-Forwarded-* and Forwarded
-    /// header is replaced; from a trusted proxy they are kept and X-Forwarded-For is extended.
+    /// header is replaced, and the other client-address headers backends believe (X-Real-IP,
+    /// True-Client-IP, CF-Connecting-IP) are removed; from a trusted proxy they are kept and
+    /// X-Forwarded-For is extended.
     pub fn apply(&self, req: &mut RequestHeader) -> Result<()> {
         let previous_hops = if self.trusted {
             let list: Vec<&str> = req
@@ -71,7 +73,7 @@ impl Forwarded<'_> {
             let spoofable: Vec<http::HeaderName> = req
                 .headers
                 .keys()
-                .filter(|n| n.as_str().starts_with("x-forwarded-") || n.as_str() == "forwarded")
+                .filter(|n| spoofable(n.as_str()))
                 .cloned()
                 .collect();
             for name in spoofable {
@@ -120,6 +122,17 @@ impl Forwarded<'_> {
         put(req, &X_REQUEST_ID, id, false);
         Ok(())
     }
+}
+
+/// Whether a header names the client or its connection and so is only believed from a trusted
+/// proxy. Checked on the names the request already has: nothing is looked up or allocated for the
+/// headers it does not carry.
+fn spoofable(name: &str) -> bool {
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "forwarded" | "x-real-ip" | "true-client-ip" | "cf-connecting-ip"
+        )
 }
 
 /// A header pinion sets: its name parsed once, and its spelling on the wire.
@@ -241,6 +254,9 @@ mod tests {
             ("X-Forwarded-Evil", "1"),
             ("Forwarded", "for=6.6.6.6"),
             ("X-Request-Id", "spoofed"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("CF-Connecting-IP", "6.6.6.6"),
         ]);
         Forwarded {
             peer: Some("192.0.2.1:5000".parse().unwrap()),
@@ -261,6 +277,9 @@ mod tests {
         assert_eq!(values(&r, "x-request-id"), ["abc"]);
         assert!(values(&r, "x-forwarded-evil").is_empty());
         assert!(values(&r, "forwarded").is_empty());
+        for name in ["x-real-ip", "true-client-ip", "cf-connecting-ip"] {
+            assert!(values(&r, name).is_empty(), "{name} is removed");
+        }
     }
 
     #[test]
@@ -289,6 +308,7 @@ mod tests {
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Port", "443"),
             ("X-Forwarded-Host", "public.example"),
+            ("X-Real-IP", "203.0.113.7"),
         ]);
         Forwarded {
             peer: Some("10.0.0.3:41000".parse().unwrap()),
@@ -308,6 +328,11 @@ mod tests {
         assert_eq!(values(&r, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&r, "x-forwarded-port"), ["443"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["public.example"]);
+        assert_eq!(
+            values(&r, "x-real-ip"),
+            ["203.0.113.7"],
+            "kept from a trusted proxy"
+        );
     }
 
     #[test]

@@ -130,6 +130,16 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             &["lax or strict when `secure: false`"],
         ),
         (
+            format!("{LISTENER}{POOL}    affinity: {{cookie: c}}\n{ROUTE}"),
+            ": pools[0].affinity:",
+            &["affinity needs `secret_file`", "the same on every instance"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    affinity: {{secret_file: garbage.pem}}\n{ROUTE}"),
+            ":14:29: pools[0].affinity.secret_file",
+            &["holds 30 bytes", "at least 32 random bytes"],
+        ),
+        (
             format!("{LISTENER}      ciphers: NOT-A-CIPHER\n{POOL}{ROUTE}"),
             ":8:16: listeners[0].tls.ciphers",
             &["invalid cipher string", "OpenSSL cipher list"],

@@ -147,7 +147,7 @@ fn trusted_proxies_keep_forwarding_headers_others_do_not() {
         backend.port
     );
     let gw = env.start(&yaml);
-    let spoof = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: public.example\r\nX-Request-Id: lb-id-1\r\nConnection: close\r\n\r\n";
+    let spoof = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: public.example\r\nX-Request-Id: lb-id-1\r\nX-Real-IP: 203.0.113.7\r\nTrue-Client-IP: 203.0.113.7\r\nCF-Connecting-IP: 203.0.113.7\r\nConnection: close\r\n\r\n";
     let trusted = Conn::tls_from(gw.port(), std::net::Ipv4Addr::new(127, 0, 0, 2)).send(spoof);
     let untrusted = Conn::tls_from(gw.port(), std::net::Ipv4Addr::new(127, 0, 0, 3)).send(spoof);
     assert_eq!((trusted.status, untrusted.status), (200, 200));
@@ -159,6 +159,17 @@ fn trusted_proxies_keep_forwarding_headers_others_do_not() {
     assert_eq!(t.all("x-forwarded-proto"), ["http"]);
     assert_eq!(t.all("x-forwarded-host"), ["public.example"]);
     assert_eq!(t.all("x-request-id"), ["lb-id-1"]);
+    for name in ["x-real-ip", "true-client-ip", "cf-connecting-ip"] {
+        assert_eq!(
+            t.all(name),
+            ["203.0.113.7"],
+            "{name} kept from a trusted proxy"
+        );
+        assert!(
+            u.all(name).is_empty(),
+            "{name} removed from an untrusted peer"
+        );
+    }
     let xff = u.all("x-forwarded-for");
     assert!(
         xff.len() == 1 && xff[0].starts_with("127.0.0.3:"),

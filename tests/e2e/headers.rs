@@ -17,7 +17,7 @@ fn forwarding_headers_are_set_by_the_gateway_and_spoofed_ones_dropped() {
     let port = gw.port();
     let r = request(
         port,
-        "GET /x HTTP/1.1\r\nHost: WWW.Example.com:8443\r\nX-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 1\r\nX-Original-Host: evil.example\r\nX-Request-Id: spoofed\r\nForwarded: for=6.6.6.6\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: WWW.Example.com:8443\r\nX-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 1\r\nX-Original-Host: evil.example\r\nX-Request-Id: spoofed\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200, "{}", gw.logs());
     let seen = &backend.requests()[0];
@@ -35,6 +35,9 @@ fn forwarding_headers_are_set_by_the_gateway_and_spoofed_ones_dropped() {
         "Host is preserved"
     );
     assert!(seen.all("forwarded").is_empty());
+    for name in ["x-real-ip", "true-client-ip", "cf-connecting-ip"] {
+        assert!(seen.all(name).is_empty(), "spoofed {name} is removed");
+    }
     let id = one(seen, "x-request-id").unwrap();
     assert_eq!(id.len(), 32);
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");

@@ -6,9 +6,11 @@
 
 mod harness;
 
+mod affinity;
 mod allocations;
 mod config_errors;
 mod demo;
+mod diagnostics;
 mod failures;
 mod faults;
 mod front_door;

@@ -168,49 +168,6 @@ fn admin_endpoints_report_health_metrics_and_status() {
 }
 
 #[test]
-fn tls_check_failures_are_counted_by_pool_server_and_reason() {
-    let key = Identity::self_signed(&["api.internal"]);
-    let impostor = Backend::https("impostor", &Identity::self_signed(&["api.internal"]));
-    let ca = crate::harness::Ca::new("Root");
-    let foreign = Backend::https(
-        "foreign",
-        &crate::harness::Ca::new("Other").issue(&["api.internal"]),
-    );
-    let env = Env::new();
-    key.write(env.path(), "k");
-    ca.write(env.path(), "root");
-    let admin = free_port();
-    let pools = format!(
-        "  - name: pinned\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      pins: [{{cert: k.pem}}]\n  - name: ca\n    servers: [127.0.0.1:{}]\n    probe: false\n    retries: 0\n    tls:\n      sni: api.internal\n      ca: root.pem\n",
-        impostor.port, foreign.port
-    );
-    let yaml = format!(
-        "admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n{pools}routes:\n  - name: ca\n    paths: [\"/ca\"]\n    pool: ca\n  - name: pinned\n    pool: pinned\n",
-        env.listeners()
-    );
-    let gw = env.start(&yaml);
-    for _ in 0..2 {
-        assert_eq!(get(gw.port(), "h", "/").status, 502);
-        assert_eq!(get(gw.port(), "h", "/ca").status, 502);
-    }
-    let m = metrics(admin);
-    let fails = |pool, port: u16, reason| {
-        sample(
-            &m,
-            "pinion_tls_check_failures_total",
-            &[
-                ("pool", pool),
-                ("server", &format!("127.0.0.1:{port}")),
-                ("reason", reason),
-            ],
-        )
-    };
-    assert_eq!(fails("pinned", impostor.port, "not_whitelisted"), 2.0);
-    assert_eq!(fails("ca", foreign.port, "certificate_invalid"), 2.0);
-    drop(gw);
-}
-
-#[test]
 fn the_access_log_has_one_line_per_request_with_every_field() {
     let backend = Backend::plain("b");
     let env = Env::new();

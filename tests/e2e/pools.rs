@@ -1,4 +1,4 @@
-//! Pools in production: probes, failover, balancing, affinity, timeouts and Host.
+//! Pools in production: probes, failover, balancing, timeouts and Host (affinity: affinity.rs).
 
 use crate::harness::{free_port, get, wait_for, Backend, Conn, Env, Identity};
 use pinion::demo::backend as lib;
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const ALL_TO_P: &str = "  - name: all\n    pool: p\n";
+pub(crate) const ALL_TO_P: &str = "  - name: all\n    pool: p\n";
 
 fn servers(list: &[u16]) -> String {
     let s: Vec<String> = list.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -16,18 +16,18 @@ fn servers(list: &[u16]) -> String {
 }
 
 /// A pool `p` over `ports`, pinned to `k.pem`, with extra settings.
-fn pinned(ports: &[u16], extra: &str) -> String {
+pub(crate) fn pinned(ports: &[u16], extra: &str) -> String {
     format!(
         "  - name: p\n    servers: {}\n    tls:\n      pins:\n        - cert: k.pem\n{extra}",
         servers(ports)
     )
 }
 
-fn backend_of(r: &crate::harness::Response) -> String {
+pub(crate) fn backend_of(r: &crate::harness::Response) -> String {
     r.header("x-backend").unwrap_or("-").to_owned()
 }
 
-fn probe(interval: u64, unhealthy: u32, healthy: u32) -> String {
+pub(crate) fn probe(interval: u64, unhealthy: u32, healthy: u32) -> String {
     format!("    probe:\n      path: /health\n      interval_seconds: {interval}\n      unhealthy_threshold: {unhealthy}\n      healthy_threshold: {healthy}\n")
 }
 
@@ -240,80 +240,6 @@ fn ip_hash_keeps_each_client_address_on_one_server() {
         3,
         "30 addresses should reach all 3 servers: {by_client:?}"
     );
-}
-
-fn cookie_value(r: &crate::harness::Response) -> Option<String> {
-    r.header("set-cookie")
-        .and_then(|c| c.strip_prefix("ApplicationGatewayAffinity="))
-        .map(|c| c.split(';').next().unwrap().to_owned())
-}
-
-#[test]
-fn affinity_cookie_sticks_to_a_server_and_is_replaced_when_unusable() {
-    let key = Identity::self_signed(&["api.internal"]);
-    let (a, b) = (Backend::https("a", &key), Backend::https("b", &key));
-    let pools = pinned(
-        &[a.port, b.port],
-        &format!("    affinity:\n      ttl_seconds: 600\n{}", probe(1, 1, 1)),
-    );
-    let env = Env::new();
-    key.write(env.path(), "k");
-    let gw = env.serve(&pools, ALL_TO_P);
-
-    let first = get(gw.port(), "h", "/");
-    let set = first.header("set-cookie").unwrap().to_owned();
-    assert!(
-        set.ends_with("; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax"),
-        "{set}"
-    );
-    let id = cookie_value(&first).unwrap();
-    assert_eq!(id.len(), 32);
-    assert!(!id.contains(&a.port.to_string()) && !id.contains("127.0.0.1"));
-    let home = backend_of(&first);
-    let with_cookie = |id: &str| {
-        crate::harness::request(
-            gw.port(),
-            &format!("GET / HTTP/1.1\r\nHost: h\r\nCookie: x=1; ApplicationGatewayAffinity={id}\r\nConnection: close\r\n\r\n"),
-        )
-    };
-    for _ in 0..6 {
-        let r = with_cookie(&id);
-        assert_eq!(backend_of(&r), home);
-        assert!(
-            r.header("set-cookie").is_none(),
-            "a valid cookie is not set again"
-        );
-    }
-    let forged = with_cookie("0123456789abcdef0123456789abcdef");
-    assert_eq!(forged.status, 200);
-    let replacement = cookie_value(&forged).expect("a forged cookie is replaced");
-    assert_ne!(replacement, "0123456789abcdef0123456789abcdef");
-    assert!(with_cookie("garbage").header("set-cookie").is_some());
-
-    // The same configuration on another instance maps the cookie to the same server.
-    let env2 = Env::new();
-    key.write(env2.path(), "k");
-    let gw2 = env2.serve(&pools, ALL_TO_P);
-    let r = crate::harness::request(
-        gw2.port(),
-        &format!("GET / HTTP/1.1\r\nHost: h\r\nCookie: ApplicationGatewayAffinity={id}\r\nConnection: close\r\n\r\n"),
-    );
-    assert_eq!(
-        (backend_of(&r), r.header("set-cookie")),
-        (home.clone(), None)
-    );
-    drop(gw2);
-
-    // A cookie for a server that went unhealthy is ignored and replaced.
-    let (home_backend, other) = if home == "a" { (&a, "b") } else { (&b, "a") };
-    home_backend.set_status(500);
-    gw.log_line(&[&format!(
-        "server 127.0.0.1:{}: unhealthy",
-        home_backend.port
-    )]);
-    let moved = with_cookie(&id);
-    assert_eq!(backend_of(&moved), other);
-    assert!(cookie_value(&moved).is_some_and(|c| c != id));
 }
 
 #[test]

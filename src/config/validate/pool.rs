@@ -7,8 +7,8 @@ use crate::config::raw::{
     RawTimeouts,
 };
 use crate::config::{
-    Affinity, Balance, HostHeader, PinMode, PoolConfig, Probe, SameSite, ServerConfig, Timeouts,
-    UpstreamTls,
+    Affinity, AffinitySecret, Balance, HostHeader, PinMode, PoolConfig, Probe, SameSite,
+    ServerConfig, Timeouts, UpstreamTls,
 };
 use crate::tls::{read_certificates, read_public_key, Pin, PinSet};
 use pingora::utils::tls::CertKey;
@@ -405,7 +405,36 @@ impl Validator<'_> {
             secure,
             http_only: raw.http_only.unwrap_or(true),
             same_site,
+            secret: self.affinity_secret(raw, path),
         }
+    }
+
+    /// The affinity key. Required: a key of our own choosing would differ between instances and
+    /// across restarts (breaking stickiness), and a key derived from the configuration could be
+    /// recomputed by anyone who guesses it (revealing the servers).
+    fn affinity_secret(&mut self, raw: &RawAffinity, path: &KeyPath) -> AffinitySecret {
+        let Some(rel) = raw.secret_file.as_deref() else {
+            self.err(path.clone(), Problem::NoAffinitySecret);
+            return AffinitySecret::new(&[]);
+        };
+        let here = path.key("secret_file");
+        let Some((full, bytes)) = self.read(&here, rel) else {
+            return AffinitySecret::new(&[]);
+        };
+        // One final line break (as an editor or `echo` adds) is not part of the key, so every
+        // instance gets the same key however its file was written; binary keys keep their bytes.
+        let key = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let key = key.strip_suffix(b"\r").unwrap_or(key);
+        if key.len() < AffinitySecret::MIN_LEN {
+            self.err(
+                here,
+                Problem::ShortSecret {
+                    path: full,
+                    len: key.len(),
+                },
+            );
+        }
+        AffinitySecret::new(key)
     }
 
     fn probe(&mut self, raw: &RawProbe, path: &KeyPath) -> Probe {
