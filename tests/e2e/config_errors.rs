@@ -152,7 +152,7 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
         (
             format!("{LISTENER}    error_pages: {{418: good.pem}}\n{POOL}{ROUTE}"),
             ":8:24: listeners[0].error_pages.418",
-            &["400, 404, 500, 502, 503 or 504"],
+            &["400, 404, 413, 414, 431, 500, 502, 503 or 504"],
         ),
         (
             format!("{LISTENER}    trusted_proxies: [10.0.0.0/40]\n{POOL}{ROUTE}"),
@@ -183,6 +183,31 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             format!("listeners:\n  - name: https\n    bind: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: good.pem\n          key: good.key\n      min_version: \"1.1\"\n{POOL}{ROUTE}"),
             ":8:20: listeners[0].tls.min_version",
             &["\"1.2\" or \"1.3\""],
+        ),
+        (
+            format!("{LISTENER}    limits:\n      max_headers: 0\n{POOL}{ROUTE}"),
+            ":9:20: listeners[0].limits.max_headers",
+            &["0 is out of range", "between 1 and 256"],
+        ),
+        (
+            format!("{LISTENER}    limits:\n      max_body_bytes: 5 KB\n{POOL}{ROUTE}"),
+            ":9:23: listeners[0].limits.max_body_bytes",
+            &["invalid value \"5 KB\"", "64KiB or 10MiB"],
+        ),
+        (
+            format!("{LISTENER}    limits:\n      max_header_bytes: -1\n{POOL}{ROUTE}"),
+            ":9:25: listeners[0].limits.max_header_bytes",
+            &["invalid value \"-1\"", "a number of bytes"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}    limits:\n      max_body_bytes: 0\n"),
+            ":18:23: routes[0].limits.max_body_bytes",
+            &["0 is out of range", "at least 1 byte, or unlimited"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}    limits:\n      max_headers: 5\n"),
+            ":18:7: routes[0].limits",
+            &["unknown field `max_headers`", "max_body_bytes"],
         ),
     ];
     let mut misses = Vec::new();

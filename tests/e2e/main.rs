@@ -18,6 +18,7 @@ mod front_door_http;
 mod fuzz;
 mod headers;
 mod hostile;
+mod limits;
 mod operations;
 mod pin_command;
 mod pinning;

@@ -152,6 +152,18 @@ impl Conn {
         }
     }
 
+    /// Reads until the server closes; `Err` when the connection ends in a reset (or error)
+    /// rather than an end of stream, or the server sends more bytes.
+    pub fn read_to_close(&mut self) -> Result<(), String> {
+        let mut chunk = [0u8; 64];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+            Ok(n) => Err(format!("{n} more bytes instead of the close")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 8192];
         match self.stream.read(&mut chunk) {

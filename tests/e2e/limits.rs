@@ -1,0 +1,238 @@
+//! Request limits (issue 13): a request over a listener's or route's limit gets the status
+//! that names the limit, over HTTP/1.1 and HTTP/2, with the listener's error page, a metric
+//! and an access-log line; no byte of it reaches a backend, and the gateway keeps serving.
+
+use crate::harness::client::{connector, tls_stream};
+use crate::harness::{free_port, wait_for, Backend, Conn, Env, Response};
+use crate::operations::{metrics, sample};
+use std::time::Duration;
+
+const PAGE: &str = "<h1>too large</h1>\n";
+
+struct Fixture {
+    gw: crate::harness::gateway::Gateway,
+    backend: Backend,
+    admin: u16,
+}
+
+fn start() -> Fixture {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    std::fs::write(env.path().join("431.html"), PAGE).unwrap();
+    let admin = free_port();
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\naccess_log:\n  path: access.log\n  format: json\n{}      http2: true\n    error_pages:\n      431: 431.html\n    limits:\n      max_header_bytes: 8KiB\n      max_headers: 20\n      max_uri_bytes: 1024\n      max_body_bytes: 1000\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: upload\n    paths: [\"/upload\"]\n    pool: p\n    limits:\n      max_body_bytes: unlimited\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port,
+    );
+    let gw = env.start(&yaml);
+    Fixture { gw, backend, admin }
+}
+
+fn h1(port: u16, raw: &str) -> Response {
+    Conn::tls(port).send(raw)
+}
+
+fn big_header(bytes: usize) -> String {
+    format!("X-Big: {}\r\n", "a".repeat(bytes))
+}
+
+fn many_headers(n: usize) -> String {
+    (0..n).map(|i| format!("X-H{i}: v\r\n")).collect()
+}
+
+#[test]
+fn requests_over_a_limit_get_its_status_over_http1_and_nothing_reaches_the_backend() {
+    let f = start();
+    let port = f.gw.port();
+    let cases = [
+        (
+            "header bytes",
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", big_header(9000)),
+            431,
+        ),
+        (
+            "header count",
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", many_headers(25)),
+            431,
+        ),
+        (
+            "uri",
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(2000)),
+            414,
+        ),
+        (
+            "declared body",
+            format!(
+                "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n{}",
+                "b".repeat(1001)
+            ),
+            413,
+        ),
+    ];
+    for (what, raw, status) in &cases {
+        let r = h1(port, raw);
+        assert_eq!(r.status, *status, "{what}: {r:?}");
+        assert_eq!(
+            r.header("connection"),
+            Some("close"),
+            "{what}: the client may still be sending"
+        );
+        if *status == 431 {
+            assert_eq!(r.body, PAGE, "{what}: the listener's error page");
+        }
+    }
+    assert!(
+        f.backend.requests().is_empty(),
+        "a refused request reached the backend"
+    );
+
+    // At the limits, and on the route that lifts the body limit, requests pass.
+    let ok = [
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", many_headers(18)),
+        format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(1000)),
+        format!(
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{}",
+            "b".repeat(1000)
+        ),
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n{}",
+            "b".repeat(5000)
+        ),
+    ];
+    for raw in &ok {
+        let r = h1(port, raw);
+        assert_eq!(r.status, 200, "{}: {r:?}", &raw[..raw.len().min(60)]);
+    }
+    assert_eq!(f.backend.requests().len(), ok.len());
+
+    let m = metrics(f.admin);
+    let rejected = |reason| {
+        sample(
+            &m,
+            "pinion_requests_rejected_total",
+            &[("listener", "https"), ("reason", reason)],
+        )
+    };
+    assert_eq!(rejected("header_bytes"), 1.0);
+    assert_eq!(rejected("headers"), 1.0);
+    assert_eq!(rejected("uri_bytes"), 1.0);
+    assert_eq!(rejected("body_bytes"), 1.0);
+
+    // One access-log line per refused request, with its status.
+    let log = f.gw.env.path().join("access.log");
+    let statuses = wait_for(
+        "an access-log line for every request",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            let statuses: Vec<u64> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["status"].as_u64())
+                .collect();
+            (statuses.len() == cases.len() + ok.len()).then_some(statuses)
+        },
+    );
+    for code in [431, 414, 413] {
+        assert!(statuses.contains(&code), "{code} not logged: {statuses:?}");
+    }
+}
+
+#[test]
+fn a_refused_body_still_being_sent_does_not_cost_the_client_its_answer() {
+    let f = start();
+    // The client writes its whole body (more than the socket buffers hold) before it reads:
+    // the 413 must arrive, not a reset of a connection closed on unread bytes.
+    let mut c = Conn::tls(f.gw.port());
+    c.write_raw(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 800000\r\n\r\n");
+    let chunk = vec![b'b'; 40_000];
+    for _ in 0..20 {
+        c.write_raw(&chunk);
+    }
+    let r = c.send("");
+    assert_eq!(r.status, 413, "{r:?}");
+    // A close with unread bytes is a reset, and a reset can destroy an answer still in flight.
+    c.read_to_close()
+        .expect("the connection ends cleanly, its body read and dropped");
+    assert!(f.backend.requests().is_empty());
+}
+
+/// Sends one HTTP/2 request on a connection that then sends a plain GET; returns both statuses.
+fn h2_pair(port: u16, req: http::Request<()>, body: Option<Vec<u8>>) -> Result<(u16, u16), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = tls_stream(&connector(Some(b"\x02h2")), port).await?;
+        let (client, conn) = h2::client::handshake(tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let (resp, mut stream) = client
+            .send_request(req, body.is_none())
+            .map_err(|e| e.to_string())?;
+        if let Some(body) = body {
+            stream
+                .send_data(body.into(), true)
+                .map_err(|e| e.to_string())?;
+        }
+        let first = resp.await.map_err(|e| e.to_string())?.status().as_u16();
+        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let get = http::Request::get("https://a/after").body(()).unwrap();
+        let (resp, _) = client.send_request(get, true).map_err(|e| e.to_string())?;
+        let second = resp.await.map_err(|e| e.to_string())?.status().as_u16();
+        Ok((first, second))
+    })
+}
+
+#[test]
+fn requests_over_a_limit_get_its_status_over_http2_and_the_connection_stays() {
+    let f = start();
+    let port = f.gw.port();
+    let get = |path: &str| http::Request::get(format!("https://a{path}"));
+    let cases: Vec<(&str, http::Request<()>, Option<Vec<u8>>, u16)> = vec![
+        (
+            "header bytes",
+            get("/").header("x-big", "a".repeat(9000)).body(()).unwrap(),
+            None,
+            431,
+        ),
+        (
+            "header count",
+            (0..25)
+                .fold(get("/"), |b, i| b.header(format!("x-h{i}"), "v"))
+                .body(())
+                .unwrap(),
+            None,
+            431,
+        ),
+        (
+            "uri",
+            get(&format!("/{}", "u".repeat(2000))).body(()).unwrap(),
+            None,
+            414,
+        ),
+        (
+            "declared body",
+            http::Request::post("https://a/x")
+                .header("content-length", "1001")
+                .body(())
+                .unwrap(),
+            Some(vec![b'b'; 1001]),
+            413,
+        ),
+    ];
+    for (what, req, body, status) in cases {
+        let (first, second) = h2_pair(port, req, body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(first, status, "{what}");
+        assert_eq!(second, 200, "{what}: the connection serves the next stream");
+    }
+    let forwarded: Vec<String> = f.backend.requests().into_iter().map(|r| r.target).collect();
+    assert!(
+        forwarded.iter().all(|t| t == "/after"),
+        "a refused request reached the backend: {forwarded:?}"
+    );
+}
