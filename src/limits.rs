@@ -78,6 +78,24 @@ impl Rejection {
 /// Every reason [`Rejection::reason`] can give, for metrics that start at zero.
 pub const REASONS: [&str; 4] = ["header_bytes", "headers", "uri_bytes", "body_bytes"];
 
+/// HTTP/2's own ceiling on a request's header block (`SETTINGS_MAX_HEADER_LIST_SIZE`, counted
+/// with 32 bytes more per field than [`Limits::max_header_bytes`]) for these listeners: twice
+/// the largest head they accept, so that a request a little over its limit still reaches the
+/// gateway and gets its 431 with the error page instead of the decoder's bare 431 and stream
+/// reset; never below Pingora's 64 KiB. One value for the process, set at start.
+pub fn h2_header_list_size<'a>(all: impl IntoIterator<Item = &'a Limits>) -> u32 {
+    const PINGORA_DEFAULT: u64 = 64 * 1024;
+    let largest = all
+        .into_iter()
+        .map(|l| {
+            l.max_header_bytes
+                .saturating_add(l.max_headers.saturating_mul(32))
+        })
+        .max()
+        .unwrap_or(0);
+    u32::try_from(largest.saturating_mul(2).max(PINGORA_DEFAULT)).unwrap_or(u32::MAX)
+}
+
 /// Checks the request head against `limits`: the target first (414 says most precisely what
 /// to shorten), then the field count, then the size.
 pub fn check_head(req: &RequestHeader, limits: &Limits) -> Result<(), Rejection> {
@@ -232,6 +250,21 @@ mod tests {
         assert_eq!(check_declared_body(&req, None), Ok(()));
         let chunked = request("/", &[("transfer-encoding", "chunked")]);
         assert_eq!(check_declared_body(&chunked, Some(1)), Ok(()));
+    }
+
+    #[test]
+    fn http2_accepts_twice_the_largest_head_and_never_less_than_pingora() {
+        assert_eq!(
+            h2_header_list_size([&Limits::default()]),
+            2 * (32 * 1024 + 3200)
+        );
+        let small = Limits {
+            max_header_bytes: 1024,
+            max_headers: 10,
+            ..Limits::default()
+        };
+        assert_eq!(h2_header_list_size([&small]), 64 * 1024);
+        assert_eq!(h2_header_list_size([]), 64 * 1024);
     }
 
     #[test]

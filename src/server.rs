@@ -10,6 +10,7 @@ use crate::access_log::AccessLogError;
 use crate::admin::{Admin, Drain};
 use crate::config::{Config, ServerSettings};
 use crate::gateway::Gateway;
+use crate::limits;
 use crate::listener::front::Front;
 use crate::listener::proxy_protocol::ProxyProtocolGate;
 use crate::listener::{self, BindIndex, ListenerError};
@@ -110,6 +111,11 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(crate::proxy::CLIENT_IDLE_TIMEOUT);
     proxy.server_options = Some(options);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(limits::h2_header_list_size(
+        config.listeners.iter().map(|l| &l.limits),
+    ));
+    proxy.h2_options = Some(h2);
     let gate = ProxyProtocolGate::new(BindIndex::of(&config.listeners, |l| l.proxy_protocol));
     let expects_headers = !gate.is_empty();
     let front = Front::new(

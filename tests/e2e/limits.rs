@@ -158,8 +158,13 @@ fn a_refused_body_still_being_sent_does_not_cost_the_client_its_answer() {
     assert!(f.backend.requests().is_empty());
 }
 
-/// Sends one HTTP/2 request on a connection that then sends a plain GET; returns both statuses.
-fn h2_pair(port: u16, req: http::Request<()>, body: Option<Vec<u8>>) -> Result<(u16, u16), String> {
+/// Sends one HTTP/2 request on a connection that then sends a plain GET; returns the first
+/// response's status and body and the second's status.
+fn h2_pair(
+    port: u16,
+    req: http::Request<()>,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, String, u16), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -179,12 +184,18 @@ fn h2_pair(port: u16, req: http::Request<()>, body: Option<Vec<u8>>) -> Result<(
                 .send_data(body.into(), true)
                 .map_err(|e| e.to_string())?;
         }
-        let first = resp.await.map_err(|e| e.to_string())?.status().as_u16();
+        let resp = resp.await.map_err(|e| e.to_string())?;
+        let first = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            text.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
         let mut client = client.ready().await.map_err(|e| e.to_string())?;
         let get = http::Request::get("https://a/after").body(()).unwrap();
         let (resp, _) = client.send_request(get, true).map_err(|e| e.to_string())?;
         let second = resp.await.map_err(|e| e.to_string())?.status().as_u16();
-        Ok((first, second))
+        Ok((first, String::from_utf8_lossy(&text).into_owned(), second))
     })
 }
 
@@ -226,8 +237,12 @@ fn requests_over_a_limit_get_its_status_over_http2_and_the_connection_stays() {
         ),
     ];
     for (what, req, body, status) in cases {
-        let (first, second) = h2_pair(port, req, body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (first, text, second) =
+            h2_pair(port, req, body).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(first, status, "{what}");
+        if status == 431 {
+            assert_eq!(text, PAGE, "{what}: the listener's error page");
+        }
         assert_eq!(second, 200, "{what}: the connection serves the next stream");
     }
     let forwarded: Vec<String> = f.backend.requests().into_iter().map(|r| r.target).collect();
@@ -235,4 +250,37 @@ fn requests_over_a_limit_get_its_status_over_http2_and_the_connection_stays() {
         forwarded.iter().all(|t| t == "/after"),
         "a refused request reached the backend: {forwarded:?}"
     );
+}
+
+#[test]
+fn with_default_limits_a_70_kb_header_gets_the_gateways_431_over_both_protocols() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let yaml = format!(
+        "{}      http2: true\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port,
+    );
+    let gw = env.start(&yaml);
+    let r = h1(
+        gw.port(),
+        &format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", big_header(70_000)),
+    );
+    assert_eq!(r.status, 431, "{r:?}");
+    assert!(
+        r.body.starts_with("431 "),
+        "the gateway's own answer: {r:?}"
+    );
+    let req = http::Request::get("https://a/")
+        .header("x-big", "a".repeat(70_000))
+        .body(())
+        .unwrap();
+    // Past HTTP/2's own decoder limit the stream would be reset; below it, pinion answers.
+    let (status, text, next) = h2_pair(gw.port(), req, None).unwrap();
+    assert_eq!((status, next), (431, 200));
+    assert!(
+        text.starts_with("431 "),
+        "the gateway's own answer, not HTTP/2's: {text:?}"
+    );
+    assert!(backend.requests().iter().all(|r| r.target == "/after"));
 }
