@@ -199,12 +199,15 @@ fn h2_pair(
     })
 }
 
+/// What is checked, the request, its body and the status it must get.
+type H2Case = (&'static str, http::Request<()>, Option<Vec<u8>>, u16);
+
 #[test]
 fn requests_over_a_limit_get_its_status_over_http2_and_the_connection_stays() {
     let f = start();
     let port = f.gw.port();
     let get = |path: &str| http::Request::get(format!("https://a{path}"));
-    let cases: Vec<(&str, http::Request<()>, Option<Vec<u8>>, u16)> = vec![
+    let cases: Vec<H2Case> = vec![
         (
             "header bytes",
             get("/").header("x-big", "a".repeat(9000)).body(()).unwrap(),
