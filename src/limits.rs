@@ -143,6 +143,15 @@ pub fn check_declared_body(
     }
 }
 
+/// Checks the body bytes read so far against `max_body_bytes`, for bodies without a declared
+/// length (chunked, HTTP/2), as they stream.
+pub fn check_streamed_body(read: u64, max_body_bytes: Option<u64>) -> Result<(), Rejection> {
+    match max_body_bytes {
+        Some(limit) if read > limit => Err(Rejection::BodyBytes { size: read, limit }),
+        _ => Ok(()),
+    }
+}
+
 /// The head as HTTP/1.1 writes it: `METHOD target HTTP/1.1\r\n`, then `name: value\r\n` per
 /// field, then the blank line. The same count for a request that came over HTTP/2, so one
 /// limit means one thing on both.

@@ -5,6 +5,7 @@ mod affinity;
 mod context;
 mod error;
 pub mod headers;
+mod refuse;
 mod respond;
 mod retry;
 
@@ -12,18 +13,19 @@ pub use context::Ctx;
 use context::{pool_index, InFlight, Next};
 use error::status_for;
 pub use error::ProxyError;
+use refuse::page;
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::Drain;
-use crate::config::{ErrorPage, HostHeader};
+use crate::config::HostHeader;
 use crate::gateway::{Gateway, Generation};
-use crate::limits::{self, Rejection};
+use crate::limits;
 use crate::metrics::TlsFailure;
 use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
 use crate::upstream;
 use async_trait::async_trait;
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -129,6 +131,7 @@ impl ProxyHttp for Proxy {
                             if let Err(why) = limits::check_declared_body(req, max_body) {
                                 return self.reject(session, ctx, why).await;
                             }
+                            ctx.body_limit = max_body;
                             ctx.pool = Some(*pool);
                             // A path that normalization left alone is sent on as it came.
                             if let Cow::Owned(path) = path {
@@ -373,7 +376,7 @@ impl ProxyHttp for Proxy {
             nothing_sent: true,
             ..retry::Attempt::default()
         };
-        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
+        let retry = ctx.body_refused.is_none() && retry::replayable(&e, attempt) && may_retry(ctx);
         if retry {
             log_retry(ctx, &e);
         }
@@ -397,7 +400,7 @@ impl ProxyHttp for Proxy {
             body_truncated: session.as_ref().retry_buffer_truncated(),
             answered: std::mem::take(&mut ctx.answered) || session.response_written().is_some(),
         };
-        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
+        let retry = ctx.body_refused.is_none() && retry::replayable(&e, attempt) && may_retry(ctx);
         let mut e = e.more_context(format!("Peer: {peer}"));
         if retry {
             log_retry(ctx, &e);
@@ -421,7 +424,31 @@ impl ProxyHttp for Proxy {
         true
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let read = body.as_ref().map_or(0, |b| b.len() as u64);
+        ctx.body_read = ctx.body_read.saturating_add(read);
+        match limits::check_streamed_body(ctx.body_read, ctx.body_limit) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                ctx.body_refused = Some(why);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(why.status()),
+                    why.to_string(),
+                ))
+            }
+        }
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(why) = ctx.body_refused {
+            return self.body_refused(session, ctx, why).await;
+        }
         let code = status_for(e);
         if code > 0 {
             if let Err(write) = respond::error(session, code, false, page(ctx, code)).await {
@@ -447,29 +474,6 @@ impl ProxyHttp for Proxy {
             error_code: code,
             can_reuse_downstream: false,
         }
-    }
-}
-
-impl Proxy {
-    /// Answers with a gateway error; `Ok(true)` stops request processing.
-    /// Answers a request that crossed a limit: its status, counted by reason; the connection
-    /// is not kept, since the client may still be sending what was refused.
-    async fn reject(&self, session: &mut Session, ctx: &Ctx, why: Rejection) -> Result<bool> {
-        debug!("request {} refused: {why}", ctx.request_id);
-        ctx.gen.metrics.rejected(ctx.listener, why);
-        let answered = self.error(session, ctx, why.status(), false).await;
-        respond::discard_body(session).await;
-        answered
-    }
-
-    async fn error(
-        &self,
-        session: &mut Session,
-        ctx: &Ctx,
-        code: u16,
-        keepalive: bool,
-    ) -> Result<bool> {
-        respond::error(session, code, keepalive, page(ctx, code)).await
     }
 }
 
@@ -510,14 +514,6 @@ fn is_tls(gen: &Generation, ctx: &Ctx) -> bool {
 
 fn route<'g>(gen: &'g Generation, ctx: &Ctx) -> Option<&'g Route> {
     ctx.route.and_then(|r| gen.routes.routes().get(r))
-}
-
-/// The listener's error page for `code`, if it has one.
-fn page(ctx: &Ctx, code: u16) -> Option<&ErrorPage> {
-    ctx.gen
-        .listeners
-        .get(ctx.listener)
-        .and_then(|l| l.error_pages.get(&code))
 }
 
 /// Whether the request may go to another server: retries left and a server left.

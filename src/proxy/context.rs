@@ -58,6 +58,12 @@ pub struct Ctx {
     pub(super) upstream_start: Option<Instant>,
     /// TLS version of the backend connection.
     pub(super) upstream_tls: Option<std::borrow::Cow<'static, str>>,
+    /// The body limit of the request's listener or route (`None`: unlimited).
+    pub(super) body_limit: Option<u64>,
+    /// Body bytes read from the client so far.
+    pub(super) body_read: u64,
+    /// Set when the body crossed `body_limit` while it streamed.
+    pub(super) body_refused: Option<crate::limits::Rejection>,
 }
 
 impl Ctx {
@@ -85,6 +91,9 @@ impl Ctx {
             start: Some(start),
             upstream_start: None,
             upstream_tls: None,
+            body_limit: None,
+            body_read: 0,
+            body_refused: None,
         }
     }
 }

@@ -287,3 +287,45 @@ fn with_default_limits_a_70_kb_header_gets_the_gateways_431_over_both_protocols(
     );
     assert!(backend.requests().iter().all(|r| r.target == "/after"));
 }
+
+#[test]
+fn a_body_without_a_length_is_refused_with_413_as_soon_as_it_crosses_the_limit() {
+    let f = start();
+    let port = f.gw.port();
+    // HTTP/1.1 chunked: 600 + 600 bytes against a limit of 1000.
+    let chunk = "c".repeat(600);
+    let r = h1(
+        port,
+        &format!(
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+        ),
+    );
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    // Within the limit, and on the route without one, chunked bodies pass.
+    let r = h1(
+        port,
+        &format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n0\r\n\r\n"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = h1(
+        port,
+        &format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // HTTP/2 without content-length: 2,000 bytes against 1,000; the connection stays.
+    let req = http::Request::post("https://a/x").body(()).unwrap();
+    let (status, _, next) = h2_pair(port, req, Some(vec![b'b'; 2000])).unwrap();
+    assert_eq!((status, next), (413, 200));
+
+    let m = metrics(f.admin);
+    let refused = sample(
+        &m,
+        "pinion_requests_rejected_total",
+        &[("listener", "https"), ("reason", "body_bytes")],
+    );
+    assert_eq!(refused, 2.0);
+}
