@@ -24,6 +24,10 @@ pub struct Limits {
     pub max_uri_bytes: u64,
     /// The request body; `None` is unlimited.
     pub max_body_bytes: Option<u64>,
+    /// Client connections open at once on the listener; `None` is unlimited.
+    pub max_connections: Option<u64>,
+    /// Client connections open at once from one address on the listener; `None` is unlimited.
+    pub max_connections_per_ip: Option<u64>,
 }
 
 impl Default for Limits {
@@ -33,6 +37,8 @@ impl Default for Limits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_body_bytes: None,
+            max_connections: None,
+            max_connections_per_ip: None,
         }
     }
 }

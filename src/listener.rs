@@ -1,6 +1,7 @@
 //! Listeners: the sockets pinion accepts on, their client-facing TLS, and which listener a
 //! connection arrived on.
 
+pub mod caps;
 pub mod cidr;
 pub mod front;
 pub mod proxy_protocol;

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::limits;
+use crate::listener::caps::CapRefusal;
 use crate::pool::Pool;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +84,8 @@ pub struct Metrics {
     servers: Vec<PoolCounters>,
     /// [listener]
     rejected: Vec<Arc<RejectedCounters>>,
+    /// [listener]: connections refused by a cap, by [`CapRefusal::ALL`]
+    refused: Vec<Arc<[AtomicU64; 2]>>,
 }
 
 impl Metrics {
@@ -146,6 +149,10 @@ impl Metrics {
             .iter()
             .map(|l| previous.and_then(|m| m.rejected_of(l)).unwrap_or_default())
             .collect();
+        let refused = listeners
+            .iter()
+            .map(|l| previous.and_then(|m| m.refused_of(l)).unwrap_or_default())
+            .collect();
         Metrics {
             listeners,
             routes,
@@ -153,6 +160,20 @@ impl Metrics {
             latency,
             servers,
             rejected,
+            refused,
+        }
+    }
+
+    fn refused_of(&self, listener: &str) -> Option<Arc<[AtomicU64; 2]>> {
+        let l = self.listeners.iter().position(|n| n == listener)?;
+        self.refused.get(l).cloned()
+    }
+
+    /// Counts a client connection closed at once for a cap of its listener.
+    pub fn connection_refused(&self, listener: usize, why: CapRefusal) {
+        let slot = CapRefusal::ALL.iter().position(|r| *r == why);
+        if let Some(c) = slot.and_then(|i| self.refused.get(listener)?.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -277,9 +298,30 @@ impl Metrics {
         config.render(&mut out);
         self.render_requests(&mut out);
         self.render_rejected(&mut out);
+        self.render_refused(&mut out);
         self.render_latency(&mut out, pools);
         self.render_servers(&mut out, pools, now_unix);
         out
+    }
+
+    fn render_refused(&self, out: &mut String) {
+        header(
+            out,
+            "pinion_connections_refused_total",
+            "counter",
+            "Client connections closed at once by a connection cap of their listener, by reason.",
+        );
+        for (listener, counters) in self.listeners.iter().zip(&self.refused) {
+            for (why, c) in CapRefusal::ALL.iter().zip(counters.iter()) {
+                let _ = writeln!(
+                    out,
+                    "pinion_connections_refused_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                    esc(listener),
+                    why.label(),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
     }
 
     fn render_rejected(&self, out: &mut String) {

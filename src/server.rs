@@ -11,6 +11,7 @@ use crate::admin::{Admin, Drain};
 use crate::config::{Config, ServerSettings};
 use crate::gateway::Gateway;
 use crate::limits;
+use crate::listener::caps::Caps;
 use crate::listener::front::Front;
 use crate::listener::proxy_protocol::ProxyProtocolGate;
 use crate::listener::{self, BindIndex, ListenerError};
@@ -122,6 +123,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
         proxy,
         gate.clone(),
         drain::Closer::new(gateway.clone(), drain.clone(), connections.clone()),
+        Caps::new(gateway.clone()),
     );
     let mut service = Service::new("pinion".to_owned(), front);
     if expects_headers {

@@ -82,6 +82,8 @@ pub struct RawLimits {
     pub max_headers: Option<Scalar>,
     pub max_uri_bytes: Option<Scalar>,
     pub max_body_bytes: Option<Scalar>,
+    pub max_connections: Option<Scalar>,
+    pub max_connections_per_ip: Option<Scalar>,
 }
 
 /// `routes[].limits`: what a route may set differently from its listener.

@@ -8,6 +8,7 @@
 //! for as long as the client stays idle: about 14 KB per idle connection, more than nginx
 //! needs for all of one. Here the next session exists only once its first bytes are read.
 
+use super::caps::Caps;
 use super::proxy_protocol::ProxyProtocolGate;
 use crate::proxy::CLIENT_IDLE_TIMEOUT;
 use crate::server::drain::Closer;
@@ -38,15 +39,17 @@ pub struct Front<A> {
     app: Arc<A>,
     gate: ProxyProtocolGate,
     closer: Closer,
+    caps: Caps,
 }
 
 impl<A> Front<A> {
     /// Wraps `app`.
-    pub fn new(app: A, gate: ProxyProtocolGate, closer: Closer) -> Front<A> {
+    pub fn new(app: A, gate: ProxyProtocolGate, closer: Closer, caps: Caps) -> Front<A> {
         Front {
             app: Arc::new(app),
             gate,
             closer,
+            caps,
         }
     }
 }
@@ -151,6 +154,21 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
                 return None;
             }
         }
+        // After the PROXY header, whose address is the client's.
+        let digest = stream.get_socket_digest();
+        let local = digest
+            .as_ref()
+            .and_then(|d| d.local_addr())
+            .and_then(|a| a.as_inet())
+            .copied();
+        let client = digest
+            .as_ref()
+            .and_then(|d| d.peer_addr())
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let Ok(_admitted) = self.caps.admit(local, client) else {
+            return None;
+        };
         let options = self.app.server_options();
         let h2c = !tls && options.is_some_and(|o| o.h2c);
         let custom = options.is_some_and(|o| o.force_custom);

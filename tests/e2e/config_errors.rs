@@ -209,6 +209,16 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             ":18:7: routes[0].limits",
             &["unknown field `max_headers`", "max_body_bytes"],
         ),
+        (
+            format!("{LISTENER}    limits:\n      max_connections: 0\n{POOL}{ROUTE}"),
+            ":9:24: listeners[0].limits.max_connections",
+            &["0 is out of range", "at least 1 connection"],
+        ),
+        (
+            format!("{LISTENER}    limits:\n      max_connections_per_ip: 1.5\n{POOL}{ROUTE}"),
+            ":9:31: listeners[0].limits.max_connections_per_ip",
+            &["invalid value \"1.5\"", "a whole number of connections"],
+        ),
     ];
     let mut misses = Vec::new();
     for (yaml, place, words) in table {

@@ -329,3 +329,68 @@ fn a_body_without_a_length_is_refused_with_413_as_soon_as_it_crosses_the_limit()
     );
     assert_eq!(refused, 2.0);
 }
+
+const GET: &str = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+#[test]
+fn connections_over_a_cap_are_closed_unanswered_counted_and_logged_once() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let admin = free_port();
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}    limits:\n      max_connections: 3\n      max_connections_per_ip: 2\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port,
+    );
+    let gw = env.start(&yaml);
+    let port = gw.port();
+    let from = |last: u8| std::net::Ipv4Addr::new(127, 0, 0, last);
+    // Two from one address are admitted (each answered, so each is held by the gateway).
+    let mut first = Conn::tls_from(port, from(1));
+    let mut second = Conn::tls_from(port, from(1));
+    assert_eq!(first.send(GET).status, 200);
+    assert_eq!(second.send(GET).status, 200);
+    // A third from that address is closed before any request is answered.
+    let mut third = Conn::tls_from(port, from(1));
+    assert!(third.try_send(GET).is_err(), "over max_connections_per_ip");
+    // Another address still gets in, up to the listener's total of three.
+    let mut other = Conn::tls_from(port, from(2));
+    assert_eq!(other.send(GET).status, 200);
+    let mut fourth = Conn::tls_from(port, from(3));
+    assert!(fourth.try_send(GET).is_err(), "over max_connections");
+    // A burst of refusals is one log line a second, not one per connection.
+    for _ in 0..20 {
+        assert!(Conn::tls_from(port, from(1)).try_send(GET).is_err());
+    }
+    // A closed connection frees its place.
+    drop(first);
+    wait_for("a freed place", Duration::from_secs(10), || {
+        Conn::tls_from(port, from(1))
+            .try_send(GET)
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let m = metrics(admin);
+    let refused = |reason| {
+        sample(
+            &m,
+            "pinion_connections_refused_total",
+            &[("listener", "https"), ("reason", reason)],
+        )
+    };
+    assert!(refused("max_connections_per_ip") >= 1.0);
+    assert!(
+        refused("max_connections") >= 21.0,
+        "the burst, with the listener full"
+    );
+    let lines = gw.logs().matches("refused").count();
+    assert!(
+        (1..=4).contains(&lines),
+        "refusals are logged at most once a second, not per connection: {lines} lines"
+    );
+    assert_eq!(
+        second.send(GET).status,
+        200,
+        "admitted connections keep working"
+    );
+}

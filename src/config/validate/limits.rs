@@ -50,7 +50,40 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|v| self.body_limit(v, &path.key("max_body_bytes")))
                 .unwrap_or(defaults.max_body_bytes),
+            max_connections: raw
+                .max_connections
+                .as_ref()
+                .and_then(|v| self.count(v, &path.key("max_connections"))),
+            max_connections_per_ip: raw
+                .max_connections_per_ip
+                .as_ref()
+                .and_then(|v| self.count(v, &path.key("max_connections_per_ip"))),
         }
+    }
+
+    /// A number of connections: a whole number of at least 1.
+    fn count(&mut self, v: &Scalar, path: &KeyPath) -> Option<u64> {
+        let Ok(n) = v.0.trim().parse::<u64>() else {
+            self.err(
+                path.clone(),
+                Problem::BadChoice {
+                    value: v.0.clone(),
+                    expected: "a whole number of connections, e.g. 10000",
+                },
+            );
+            return None;
+        };
+        if n == 0 {
+            self.err(
+                path.clone(),
+                Problem::OutOfRange {
+                    value: n,
+                    expected: "at least 1 connection (leave the key out for no cap)",
+                },
+            );
+            return None;
+        }
+        Some(n)
     }
 
     /// `max_body_bytes`: a size, or `unlimited`. `None` when the value is wrong (reported).
