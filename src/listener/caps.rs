@@ -33,11 +33,14 @@ impl CapRefusal {
     }
 }
 
+/// A listener's name, and a client address for a per-client count (`None`: the listener's).
+type Key = (Arc<str>, Option<IpAddr>);
+
 /// Open connections by listener and by listener and client, across configuration generations
 /// (a reload changes the caps, not the connections already open).
 #[derive(Default)]
 struct Table {
-    open: Mutex<HashMap<(Arc<str>, Option<IpAddr>), u64>>,
+    open: Mutex<HashMap<Key, u64>>,
     /// Refusals not yet logged, and the second of the last log line.
     unlogged: AtomicU64,
     logged_second: AtomicU64,
