@@ -13,6 +13,7 @@ fn table(n: usize) -> RouteTable {
     let routes = (0..n)
         .map(|i| Route {
             max_body_bytes: None,
+            rate_limit: None,
             name: format!("r{i}"),
             listeners: None,
             hosts: vec![HostPattern::parse(&format!("site{i}.example.com")).unwrap()],

@@ -137,9 +137,18 @@ impl ServeHttp for Admin {
                 {
                     let gen = self.gw.current();
                     let config = self.gw.config_metrics();
-                    gen.metrics
-                        .render(&gen.pools, unix_now(), &config)
-                        .into_bytes()
+                    let mut text = gen.metrics.render(&gen.pools, unix_now(), &config);
+                    crate::limits::render_rate_limits(
+                        &mut text,
+                        gen.listeners
+                            .iter()
+                            .filter_map(|l| Some((l.name.as_str(), l.rate_limit.as_deref()?))),
+                        gen.routes
+                            .routes()
+                            .iter()
+                            .filter_map(|r| Some((r.name.as_str(), r.rate_limit.as_deref()?))),
+                    );
+                    text.into_bytes()
                 },
             ),
             "/status" => {

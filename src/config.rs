@@ -121,6 +121,8 @@ pub struct Listener {
     pub forwarded_for: ForwardedFor,
     /// How large a request it accepts.
     pub limits: crate::limits::Limits,
+    /// Requests per client address over time, for every request on the listener.
+    pub rate_limit: Option<std::sync::Arc<crate::limits::rate::RateLimiter>>,
 }
 
 /// A custom body for a gateway-generated error.

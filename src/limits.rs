@@ -3,7 +3,10 @@
 //! and HTTP/2 requests are measured alike and every answer goes through the gateway's own error
 //! path (error page, access log line, metric); the proxy phase only asks.
 
+pub mod rate;
+
 use pingora::http::RequestHeader;
+use std::fmt::Write as _;
 
 /// Default for `limits.max_header_bytes`: the request line and header fields (Envoy's 60 KiB,
 /// nginx's 4 × 8 KiB buffers; 32 KiB holds any browser's cookies).
@@ -58,6 +61,9 @@ pub enum Rejection {
     /// The declared body is larger than `max_body_bytes`.
     #[error("request body of {size} bytes, more than max_body_bytes ({limit})")]
     BodyBytes { size: u64, limit: u64 },
+    /// The client's `rate_limit` bucket is empty; a token is back in `retry_after` seconds.
+    #[error("over its rate_limit; a request is allowed again in {retry_after} s")]
+    RateLimited { retry_after: u64 },
 }
 
 impl Rejection {
@@ -67,6 +73,7 @@ impl Rejection {
             Rejection::HeaderBytes { .. } | Rejection::Headers { .. } => 431,
             Rejection::UriBytes { .. } => 414,
             Rejection::BodyBytes { .. } => 413,
+            Rejection::RateLimited { .. } => 429,
         }
     }
 
@@ -77,12 +84,40 @@ impl Rejection {
             Rejection::Headers { .. } => "headers",
             Rejection::UriBytes { .. } => "uri_bytes",
             Rejection::BodyBytes { .. } => "body_bytes",
+            Rejection::RateLimited { .. } => "rate_limit",
         }
     }
 }
 
 /// Every reason [`Rejection::reason`] can give, for metrics that start at zero.
-pub const REASONS: [&str; 4] = ["header_bytes", "headers", "uri_bytes", "body_bytes"];
+pub const REASONS: [&str; 5] = [
+    "header_bytes",
+    "headers",
+    "uri_bytes",
+    "body_bytes",
+    "rate_limit",
+];
+
+/// `pinion_rate_limit_clients`: client addresses whose buckets each rate limit keeps now.
+pub fn render_rate_limits<'a>(
+    out: &mut String,
+    listeners: impl Iterator<Item = (&'a str, &'a rate::RateLimiter)>,
+    routes: impl Iterator<Item = (&'a str, &'a rate::RateLimiter)>,
+) {
+    out.push_str("# HELP pinion_rate_limit_clients Client addresses whose rate_limit buckets are kept (at most max_clients).\n# TYPE pinion_rate_limit_clients gauge\n");
+    for (scope, all) in [
+        ("listener", listeners.collect::<Vec<_>>()),
+        ("route", routes.collect()),
+    ] {
+        for (name, limiter) in all {
+            let _ = writeln!(
+                out,
+                "pinion_rate_limit_clients{{scope=\"{scope}\",name=\"{name}\"}} {}",
+                limiter.tracked()
+            );
+        }
+    }
+}
 
 /// HTTP/2's own ceiling on a request's header block (`SETTINGS_MAX_HEADER_LIST_SIZE`, counted
 /// with 32 bytes more per field than [`Limits::max_header_bytes`]) for these listeners: twice
@@ -289,6 +324,7 @@ mod tests {
             Rejection::Headers { count: 0, limit: 0 },
             Rejection::UriBytes { size: 0, limit: 0 },
             Rejection::BodyBytes { size: 0, limit: 0 },
+            Rejection::RateLimited { retry_after: 1 },
         ] {
             assert!(REASONS.contains(&r.reason()));
         }

@@ -262,6 +262,7 @@ mod tests {
             trusted_proxies: Vec::new(),
             forwarded_for: crate::config::ForwardedFor::Ip,
             limits: Default::default(),
+            rate_limit: None,
         }
     }
 

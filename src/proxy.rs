@@ -19,7 +19,8 @@ use crate::access_log::{self, AccessLog};
 use crate::admin::Drain;
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, Generation};
-use crate::limits;
+use crate::limits::rate::RateLimiter;
+use crate::limits::{self, Rejection};
 use crate::metrics::TlsFailure;
 use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
@@ -109,6 +110,9 @@ impl ProxyHttp for Proxy {
         if let Err(why) = limits::check_head(session.req_header(), &limits) {
             return self.reject(session, ctx, why).await;
         }
+        if let Err(why) = rate_limited(l.and_then(|l| l.rate_limit.as_deref()), ctx) {
+            return self.reject(session, ctx, why).await;
+        }
         let Some(authority) = headers::authority(req) else {
             return self.error(session, ctx, 400, false).await;
         };
@@ -124,6 +128,9 @@ impl ProxyHttp for Proxy {
             match gen.routes.decide(listener, &ctx.authority, req.uri.path()) {
                 Decision::Matched { index, route, path } => {
                     ctx.route = Some(index);
+                    if let Err(why) = rate_limited(route.rate_limit.as_deref(), ctx) {
+                        return self.reject(session, ctx, why).await;
+                    }
                     match &route.target {
                         Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
                         Target::Pool(pool) => {
@@ -514,6 +521,16 @@ fn is_tls(gen: &Generation, ctx: &Ctx) -> bool {
 
 fn route<'g>(gen: &'g Generation, ctx: &Ctx) -> Option<&'g Route> {
     ctx.route.and_then(|r| gen.routes.routes().get(r))
+}
+
+/// Takes a token from the client's bucket of `limit`, when there is one.
+fn rate_limited(limit: Option<&RateLimiter>, ctx: &Ctx) -> Result<(), Rejection> {
+    match (limit, ctx.client) {
+        (Some(limit), Some(client)) => limit
+            .take(client, Instant::now())
+            .map_err(|retry_after| Rejection::RateLimited { retry_after }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the request may go to another server: retries left and a server left.

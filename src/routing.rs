@@ -169,6 +169,8 @@ pub struct Route {
     /// The route's own `max_body_bytes`: `None` keeps the listener's, `Some(None)` is
     /// unlimited.
     pub max_body_bytes: Option<Option<u64>>,
+    /// Requests per client address over time, for the requests this route matches.
+    pub rate_limit: Option<std::sync::Arc<crate::limits::rate::RateLimiter>>,
 }
 
 impl Route {
@@ -361,6 +363,7 @@ mod tests {
     fn route(name: &str, hosts: &[&str], paths: &[&str], listeners: Option<Vec<usize>>) -> Route {
         Route {
             max_body_bytes: None,
+            rate_limit: None,
             name: name.into(),
             listeners,
             hosts: hosts

@@ -72,6 +72,17 @@ pub struct RawListener {
     pub error_pages: Option<BTreeMap<u16, String>>,
     pub redirect_to_https: Option<String>,
     pub limits: Option<RawLimits>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit` of a listener or a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_second: Scalar,
+    pub burst: Option<Scalar>,
+    pub key: Option<String>,
+    pub max_clients: Option<Scalar>,
 }
 
 /// `listeners[].limits`: how large a request the listener accepts.
@@ -264,6 +275,7 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderRewrite>,
     pub redirect: Option<RawRedirect>,
     pub limits: Option<RawRouteLimits>,
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// `set`/`remove` header rewrites.

@@ -378,6 +378,10 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|l| l.max_body_bytes.as_ref())
             .and_then(|v| self.body_limit(v, &path.key("limits").key("max_body_bytes")));
+        let rate_limit = raw
+            .rate_limit
+            .as_ref()
+            .and_then(|r| self.rate_limit(r, &path.key("rate_limit")));
         Some(Route {
             name: raw.name.clone(),
             listeners: route_listeners,
@@ -387,6 +391,7 @@ impl Validator<'_> {
             request_headers,
             response_headers,
             max_body_bytes,
+            rate_limit,
         })
     }
 

@@ -20,7 +20,16 @@ impl Proxy {
     ) -> Result<bool> {
         debug!("request {} refused: {why}", ctx.request_id);
         ctx.gen.metrics.rejected(ctx.listener, why);
-        let answered = self.error(session, ctx, why.status(), false).await;
+        let code = why.status();
+        let answered = match why {
+            // The request itself is fine: a client without a body to send may go on.
+            Rejection::RateLimited { retry_after } => {
+                let keepalive = session.is_body_empty();
+                let page = page(ctx, code);
+                respond::error_retry_after(session, code, keepalive, page, Some(retry_after)).await
+            }
+            _ => self.error(session, ctx, code, false).await,
+        };
         respond::discard_body(session).await;
         answered
     }

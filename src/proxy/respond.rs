@@ -22,6 +22,17 @@ pub async fn error(
     keepalive: bool,
     page: Option<&ErrorPage>,
 ) -> Result<bool> {
+    error_retry_after(session, code, keepalive, page, None).await
+}
+
+/// [`error`], with `Retry-After: seconds` when given (429, 503).
+pub async fn error_retry_after(
+    session: &mut Session,
+    code: u16,
+    keepalive: bool,
+    page: Option<&ErrorPage>,
+    retry_after: Option<u64>,
+) -> Result<bool> {
     let (body, content_type) = match page {
         Some(p) => (p.body.clone(), p.content_type),
         None => {
@@ -35,9 +46,12 @@ pub async fn error(
             )
         }
     };
-    let mut resp = ResponseHeader::build(code, Some(4))?;
+    let mut resp = ResponseHeader::build(code, Some(5))?;
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(seconds) = retry_after {
+        resp.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+    }
     write(session, resp, body, keepalive).await
 }
 

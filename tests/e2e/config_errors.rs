@@ -152,7 +152,7 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
         (
             format!("{LISTENER}    error_pages: {{418: good.pem}}\n{POOL}{ROUTE}"),
             ":8:24: listeners[0].error_pages.418",
-            &["400, 404, 413, 414, 431, 500, 502, 503 or 504"],
+            &["400, 404, 413, 414, 429, 431, 500, 502, 503 or 504"],
         ),
         (
             format!("{LISTENER}    trusted_proxies: [10.0.0.0/40]\n{POOL}{ROUTE}"),
@@ -218,6 +218,21 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             format!("{LISTENER}    limits:\n      max_connections_per_ip: 1.5\n{POOL}{ROUTE}"),
             ":9:31: listeners[0].limits.max_connections_per_ip",
             &["invalid value \"1.5\"", "a whole number of connections"],
+        ),
+        (
+            format!("{LISTENER}    rate_limit:\n      requests_per_second: 0\n{POOL}{ROUTE}"),
+            ":9:28: listeners[0].rate_limit.requests_per_second",
+            &["invalid value \"0\"", "above 0"],
+        ),
+        (
+            format!("{LISTENER}    rate_limit:\n      requests_per_second: 5\n      burst: 0\n{POOL}{ROUTE}"),
+            ":10:14: listeners[0].rate_limit.burst",
+            &["invalid value \"0\"", "at least 1"],
+        ),
+        (
+            format!("{LISTENER}{POOL}{ROUTE}    rate_limit:\n      requests_per_second: 5\n      key: cookie\n"),
+            ":19:12: routes[0].rate_limit.key",
+            &["invalid value \"cookie\"", "client_ip"],
         ),
     ];
     let mut misses = Vec::new();

@@ -394,3 +394,89 @@ fn connections_over_a_cap_are_closed_unanswered_counted_and_logged_once() {
         "admitted connections keep working"
     );
 }
+
+fn rate_limited_gateway() -> (crate::harness::gateway::Gateway, Backend, u16) {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    std::fs::write(env.path().join("429.json"), "{\"error\":\"slow down\"}\n").unwrap();
+    let admin = free_port();
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}      http2: true\n    trusted_proxies: [127.0.0.1/32]\n    error_pages:\n      429: 429.json\n    rate_limit:\n      requests_per_second: 0.1\n      burst: 3\n      max_clients: 1000\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: login\n    paths: [\"/login\"]\n    pool: p\n    rate_limit:\n      requests_per_second: 0.05\n      burst: 1\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port,
+    );
+    (env.start(&yaml), backend, admin)
+}
+
+fn from_client(path: &str, client: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\n\r\n")
+}
+
+#[test]
+fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_served() {
+    let (gw, backend, admin) = rate_limited_gateway();
+    let port = gw.port();
+    let mut c = Conn::tls(port);
+    for i in 0..3 {
+        let r = c.send(&from_client(&format!("/a{i}"), "192.0.2.1"));
+        assert_eq!(r.status, 200, "within the burst: {r:?}");
+    }
+    let r = c.send(&from_client("/a3", "192.0.2.1"));
+    assert_eq!(r.status, 429, "{r:?}");
+    // A token is back 10 s after the burst (0.1 per second).
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert_eq!(r.body, "{\"error\":\"slow down\"}\n");
+    assert_ne!(
+        r.header("connection"),
+        Some("close"),
+        "a bodiless request keeps its connection"
+    );
+    // Another client (the address after trusted-proxy resolution) has its own bucket.
+    assert_eq!(c.send(&from_client("/b", "192.0.2.2")).status, 200);
+    // A route's own limit, on top of the listener's.
+    let r = c.send(&from_client("/login", "192.0.2.3"));
+    assert_eq!(r.status, 200);
+    let r = c.send(&from_client("/login", "192.0.2.3"));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("20"));
+    // HTTP/2 alike; the connection stays.
+    let req = http::Request::get("https://a/h2")
+        .header("x-forwarded-for", "192.0.2.1")
+        .body(())
+        .unwrap();
+    let (status, _, _) = h2_pair(port, req, None).unwrap();
+    assert_eq!(status, 429);
+    let forwarded: Vec<String> = backend.requests().into_iter().map(|r| r.target).collect();
+    assert!(
+        !forwarded.iter().any(|t| t == "/a3" || t == "/h2"),
+        "a refused request reached the backend: {forwarded:?}"
+    );
+    let m = metrics(admin);
+    let refused = sample(
+        &m,
+        "pinion_requests_rejected_total",
+        &[("listener", "https"), ("reason", "rate_limit")],
+    );
+    assert_eq!(refused, 3.0);
+}
+
+#[test]
+fn a_spray_of_ten_thousand_client_addresses_keeps_at_most_max_clients_buckets() {
+    let (gw, _backend, admin) = rate_limited_gateway();
+    let mut c = Conn::tls(gw.port());
+    for n in 0..10_000u32 {
+        let client = std::net::Ipv4Addr::from(0x0a00_0000 + n);
+        let r = c.send(&from_client("/", &client.to_string()));
+        assert_eq!(r.status, 200, "a new address has a full bucket");
+    }
+    let m = metrics(admin);
+    let kept = sample(
+        &m,
+        "pinion_rate_limit_clients",
+        &[("name", "https"), ("scope", "listener")],
+    );
+    assert!(
+        (500.0..=1000.0).contains(&kept),
+        "buckets kept for {kept} addresses; max_clients is 1000"
+    );
+}

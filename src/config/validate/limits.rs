@@ -2,8 +2,10 @@
 
 use super::{Problem, Validator};
 use crate::config::locate::KeyPath;
-use crate::config::raw::{RawLimits, Scalar};
+use crate::config::raw::{RawLimits, RawRateLimit, Scalar};
+use crate::limits::rate::{RateLimiter, DEFAULT_MAX_CLIENTS};
 use crate::limits::Limits;
+use std::sync::Arc;
 
 /// The largest request head Pingora reads over HTTP/1.1 before it gives up on the request; a
 /// larger limit could never be reached.
@@ -11,6 +13,17 @@ const MAX_HEADER_BYTES: u64 = 1024 * 1024 - 1;
 /// The most header fields Pingora parses in one HTTP/1.1 request.
 const MAX_HEADERS: u64 = 256;
 const SIZE: &str = "a number of bytes, e.g. 1048576, 64KiB or 10MiB";
+
+/// What a count is of: the accepted form, and the accepted range.
+type Count = (&'static str, &'static str);
+const CONNECTIONS: Count = (
+    "a whole number of connections, e.g. 10000",
+    "at least 1 connection (leave the key out for no cap)",
+);
+const CLIENTS: Count = (
+    "a whole number of client addresses, e.g. 100000",
+    "at least 1 client address",
+);
 
 impl Validator<'_> {
     /// A listener's limits: the defaults where a key is not given.
@@ -53,22 +66,77 @@ impl Validator<'_> {
             max_connections: raw
                 .max_connections
                 .as_ref()
-                .and_then(|v| self.count(v, &path.key("max_connections"))),
+                .and_then(|v| self.count(v, &path.key("max_connections"), CONNECTIONS)),
             max_connections_per_ip: raw
                 .max_connections_per_ip
                 .as_ref()
-                .and_then(|v| self.count(v, &path.key("max_connections_per_ip"))),
+                .and_then(|v| self.count(v, &path.key("max_connections_per_ip"), CONNECTIONS)),
         }
     }
 
-    /// A number of connections: a whole number of at least 1.
-    fn count(&mut self, v: &Scalar, path: &KeyPath) -> Option<u64> {
+    /// `rate_limit`: a rate above zero, a burst of at least one request, and how many client
+    /// addresses to keep buckets for.
+    pub(super) fn rate_limit(
+        &mut self,
+        raw: &RawRateLimit,
+        path: &KeyPath,
+    ) -> Option<Arc<RateLimiter>> {
+        let rate = raw.requests_per_second.0.trim().parse::<f64>().ok();
+        let rate = match rate {
+            Some(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Some(r),
+            _ => {
+                self.err(
+                    path.key("requests_per_second"),
+                    Problem::BadChoice {
+                        value: raw.requests_per_second.0.clone(),
+                        expected: "a number of requests per second above 0, e.g. 10 or 0.5",
+                    },
+                );
+                None
+            }
+        };
+        let burst = match &raw.burst {
+            Some(v) => match v.0.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    self.err(
+                        path.key("burst"),
+                        Problem::BadChoice {
+                            value: v.0.clone(),
+                            expected: "a whole number of requests, at least 1",
+                        },
+                    );
+                    None
+                }
+            },
+            // One second's worth, and at least one request.
+            None => rate.map(|r| (r.ceil() as u64).max(1)),
+        };
+        if let Some(key) = raw.key.as_deref().filter(|k| *k != "client_ip") {
+            self.err(
+                path.key("key"),
+                Problem::BadChoice {
+                    value: key.to_owned(),
+                    expected: "client_ip",
+                },
+            );
+        }
+        let max_clients = match &raw.max_clients {
+            Some(v) => self.count(v, &path.key("max_clients"), CLIENTS),
+            None => Some(DEFAULT_MAX_CLIENTS as u64),
+        };
+        let max_clients = usize::try_from(max_clients?).unwrap_or(usize::MAX);
+        Some(Arc::new(RateLimiter::new(rate?, burst?, max_clients)))
+    }
+
+    /// A count (connections, clients): a whole number of at least 1; `what` names the unit.
+    fn count(&mut self, v: &Scalar, path: &KeyPath, what: Count) -> Option<u64> {
         let Ok(n) = v.0.trim().parse::<u64>() else {
             self.err(
                 path.clone(),
                 Problem::BadChoice {
                     value: v.0.clone(),
-                    expected: "a whole number of connections, e.g. 10000",
+                    expected: what.0,
                 },
             );
             return None;
@@ -78,7 +146,7 @@ impl Validator<'_> {
                 path.clone(),
                 Problem::OutOfRange {
                     value: n,
-                    expected: "at least 1 connection (leave the key out for no cap)",
+                    expected: what.1,
                 },
             );
             return None;
