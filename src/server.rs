@@ -11,7 +11,7 @@ use crate::admin::{Admin, Drain};
 use crate::config::{Config, ServerSettings};
 use crate::gateway::Gateway;
 use crate::limits;
-use crate::listener::caps::Caps;
+use crate::listener::caps::{BeforeTls, Caps};
 use crate::listener::front::Front;
 use crate::listener::proxy_protocol::ProxyProtocolGate;
 use crate::listener::{self, BindIndex, ListenerError};
@@ -118,17 +118,18 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     ));
     proxy.h2_options = Some(h2);
     let gate = ProxyProtocolGate::new(BindIndex::of(&config.listeners, |l| l.proxy_protocol));
-    let expects_headers = !gate.is_empty();
+    let caps = Caps::new(gateway.clone());
     let front = Front::new(
         proxy,
         gate.clone(),
         drain::Closer::new(gateway.clone(), drain.clone(), connections.clone()),
-        Caps::new(gateway.clone()),
+        caps.clone(),
     );
     let mut service = Service::new("pinion".to_owned(), front);
-    if expects_headers {
-        service.endpoints().set_pre_tls_callback(Arc::new(gate));
-    }
+    // Always: caps may come with a reload, and a connection over one should cost no handshake.
+    service
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(BeforeTls::new(gate, caps)));
     listener::add_all(&mut service, &config.listeners, &gateway)?;
 
     server.bootstrap();

@@ -3,8 +3,15 @@
 //! gateway holds it, before any request is read; refusals are counted in `/metrics` and
 //! logged at most once a second, not per connection, so a flood cannot flood the log too.
 
+use super::proxy_protocol::ProxyProtocolGate;
 use crate::gateway::Gateway;
-use log::warn;
+use async_trait::async_trait;
+use log::{debug, warn};
+use pingora::listeners::PreTlsProcess;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::{Error, ErrorType};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,12 +76,32 @@ impl Caps {
         }
     }
 
+    /// Refuses (counted and logged) a connection that its listener's caps have no room for,
+    /// without taking a place: asked before the TLS handshake, so that a refused connection
+    /// costs none. [`Caps::admit`] takes the place once the connection is established.
+    pub fn check(
+        &self,
+        local: Option<SocketAddr>,
+        client: Option<IpAddr>,
+    ) -> Result<(), CapRefusal> {
+        self.decide(local, client, false).map(|_| ())
+    }
+
     /// Admits a connection on `local` from `client`, or refuses it (counted and logged). `None`
     /// inside `Ok` when its listener has no cap: nothing to hold.
     pub fn admit(
         &self,
         local: Option<SocketAddr>,
         client: Option<IpAddr>,
+    ) -> Result<Option<Admitted>, CapRefusal> {
+        self.decide(local, client, true)
+    }
+
+    fn decide(
+        &self,
+        local: Option<SocketAddr>,
+        client: Option<IpAddr>,
+        reserve: bool,
     ) -> Result<Option<Admitted>, CapRefusal> {
         let gen = self.gw.current();
         let Some((index, listener)) = local
@@ -99,6 +126,8 @@ impl Caps {
                 Some(CapRefusal::Listener)
             } else if limits.max_connections_per_ip.is_some_and(|max| mine >= max) {
                 Some(CapRefusal::Client)
+            } else if !reserve {
+                return Ok(None);
             } else {
                 *open.entry((name.clone(), None)).or_insert(0) += 1;
                 if let Some(ip) = per_client {
@@ -139,6 +168,50 @@ impl Caps {
                 why.label()
             );
         }
+    }
+}
+
+/// A connection's addresses: the local one (which listener) and the client's (after a PROXY
+/// header, its address).
+pub fn addresses(digest: Option<&SocketDigest>) -> (Option<SocketAddr>, Option<IpAddr>) {
+    let local = digest
+        .and_then(|d| d.local_addr())
+        .and_then(PingoraAddr::as_inet)
+        .copied();
+    let client = digest
+        .and_then(|d| d.peer_addr())
+        .and_then(PingoraAddr::as_inet)
+        .map(|a| a.ip());
+    (local, client)
+}
+
+/// What runs on every new connection before its TLS handshake: the PROXY header where one is
+/// expected (its address is the client's), then the connection caps.
+pub struct BeforeTls {
+    gate: ProxyProtocolGate,
+    caps: Caps,
+}
+
+impl BeforeTls {
+    /// The gate, then the caps.
+    pub fn new(gate: ProxyProtocolGate, caps: Caps) -> BeforeTls {
+        BeforeTls { gate, caps }
+    }
+}
+
+#[async_trait]
+impl PreTlsProcess for BeforeTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        self.gate.process(stream).await?;
+        let digest = stream.get_socket_digest();
+        let (local, client) = addresses(digest.as_deref());
+        self.caps.check(local, client).map_err(|why| {
+            debug!(
+                "closing connection from {client:?}: over limits.{}",
+                why.label()
+            );
+            Error::explain(ErrorType::ConnectRefused, "over a connection cap").into_down()
+        })
     }
 }
 

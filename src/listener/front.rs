@@ -155,17 +155,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             }
         }
         // After the PROXY header, whose address is the client's.
-        let digest = stream.get_socket_digest();
-        let local = digest
-            .as_ref()
-            .and_then(|d| d.local_addr())
-            .and_then(|a| a.as_inet())
-            .copied();
-        let client = digest
-            .as_ref()
-            .and_then(|d| d.peer_addr())
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let (local, client) = super::caps::addresses(stream.get_socket_digest().as_deref());
         let Ok(_admitted) = self.caps.admit(local, client) else {
             return None;
         };

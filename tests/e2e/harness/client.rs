@@ -72,6 +72,11 @@ impl Conn {
 
     /// A TLS connection from source address `from` (another 127.0.0.0/8 address).
     pub fn tls_from(port: u16, from: std::net::Ipv4Addr) -> Conn {
+        Conn::try_tls_from(port, from).unwrap()
+    }
+
+    /// A TLS connection from `from`, or why the handshake failed.
+    pub fn try_tls_from(port: u16, from: std::net::Ipv4Addr) -> Result<Conn, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -85,11 +90,13 @@ impl Conn {
             .unwrap();
         tcp.set_nonblocking(false).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let s = connector(None).connect("localhost", tcp).unwrap();
-        Conn {
+        let s = connector(None)
+            .connect("localhost", tcp)
+            .map_err(|e| e.to_string())?;
+        Ok(Conn {
             stream: Box::new(s),
             buf: Vec::new(),
-        }
+        })
     }
 
     /// A TLS connection, or the error that prevented it.
