@@ -8,6 +8,7 @@ mod harness;
 
 mod allocations;
 mod config_errors;
+mod daemon;
 mod demo;
 mod failures;
 mod faults;
