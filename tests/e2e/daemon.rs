@@ -271,7 +271,11 @@ fn a_taken_port_stops_start_up_of_a_daemon() {
 /// A port below 1024 on 127.0.0.1 that nothing listens on (only root can bind it, and no
 /// other test uses this range).
 fn low_port() -> u16 {
-    (600..1024)
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Handed out once each: two tests given the same port would each find a gateway there.
+    static NEXT: AtomicU16 = AtomicU16::new(600);
+    std::iter::from_fn(|| Some(NEXT.fetch_add(1, Ordering::SeqCst)))
+        .take_while(|&p| p < 1024)
         .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
         .expect("a free port below 1024")
 }
