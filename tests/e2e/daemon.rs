@@ -55,12 +55,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-        {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        drop(KillByPidFile(self.pid_file.clone()));
     }
 }
 
@@ -200,6 +195,20 @@ fn a_daemon_writes_its_access_log_reloads_and_drains_on_sigterm() {
     );
 }
 
+/// Kills, when dropped, the process a PID file names: a daemon that should not have started.
+struct KillByPidFile(PathBuf);
+
+impl Drop for KillByPidFile {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// A child process killed when dropped.
 struct Running(std::process::Child);
 
@@ -240,6 +249,7 @@ fn a_second_instance_on_a_taken_port_stops(daemon: bool) {
     if daemon {
         args.insert(0, "-d");
     }
+    let _stray = KillByPidFile(second.path().join("pinion.pid"));
     let (code, stderr) = exit_of(&args);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
