@@ -42,7 +42,7 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
         (
             // SPEC's full example writes `verify_hostname: true` beside pins and `ca: null`.
             format!("{LISTENER}{POOL}      ca: null\n      verify_hostname: true\n{ROUTE}"),
-            ":15:7: pools[0].tls.verify_hostname",
+            ":15:24: pools[0].tls.verify_hostname",
             &["applies only with `ca` or without `pins`"],
         ),
         (
