@@ -400,6 +400,25 @@ fn combined(e: &Entry<'_>) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_writer_starts_with_the_first_line_not_when_the_file_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&AccessLogConfig {
+            file: Some(path.clone()),
+            format: AccessLogFormat::Json,
+        })
+        .unwrap();
+        // A daemon opens the log before it forks; a thread started here would stay behind.
+        assert!(log.writer.get().is_none());
+        log.record(&entry());
+        assert!(log.writer.get().is_some_and(Option::is_some));
+        log.flush(Duration::from_secs(10));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(log.dropped(), 0);
+    }
+
     fn entry() -> Entry<'static> {
         Entry {
             time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),

@@ -158,3 +158,40 @@ fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_address_is_found_among_the_process_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bound = listener.local_addr().unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let mut addrs = vec![bound];
+        addrs.extend(v6.as_ref().map(|l| l.local_addr().unwrap()));
+        assert!(all_bound(&addrs));
+        drop(listener);
+        assert!(!all_bound(&[bound]), "released: no longer bound");
+    }
+
+    #[test]
+    fn an_unknown_user_or_group_stops_start_up() {
+        if !Uid::effective().is_root() {
+            // Not root: the settings are ignored, with a warning.
+            assert!(Identity::resolve(Some("no-such-user-x"), None)
+                .unwrap()
+                .is_none());
+            return;
+        }
+        assert!(matches!(
+            Identity::resolve(Some("no-such-user-x"), None),
+            Err(PrivilegeError::NoUser(_))
+        ));
+        assert!(matches!(
+            Identity::resolve(None, Some("no-such-group-x")),
+            Err(PrivilegeError::NoGroup(_))
+        ));
+        assert!(Identity::resolve(None, None).unwrap().is_none());
+    }
+}
