@@ -7,7 +7,7 @@ use log::warn;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +69,10 @@ pub struct Entry<'a> {
 
 /// A running access log.
 ///
+/// The writer thread starts with the first line or flush, not when the file is opened: the file
+/// is opened before a daemon forks, and a thread started then would stay in the parent, which
+/// exits, leaving the daemon with a queue nobody writes.
+///
 /// Requests append their line to one shared buffer (formatted outside the lock, no allocation
 /// once the buffers have grown); the writer thread takes the whole buffer every
 /// [`WRITE_EVERY`], or at once when it passes [`WAKE_AT`], and writes it with one call. A
@@ -76,7 +80,10 @@ pub struct Entry<'a> {
 pub struct AccessLog {
     shared: Arc<Shared>,
     format: AccessLogFormat,
-    writer: Option<JoinHandle<()>>,
+    /// The output until the writer takes it.
+    out: Mutex<Option<Box<dyn Write + Send>>>,
+    /// The writer, once started (`None` inside when it could not be).
+    writer: OnceLock<Option<JoinHandle<()>>>,
 }
 
 struct Shared {
@@ -97,7 +104,7 @@ struct State {
 }
 
 impl AccessLog {
-    /// Opens the file (or standard output) and starts the writer.
+    /// Opens the file (or standard output); the writer starts when first needed.
     pub fn open(cfg: &AccessLogConfig) -> Result<AccessLog, AccessLogError> {
         let out: Box<dyn Write + Send> = match &cfg.file {
             None => Box::new(std::io::stdout()),
@@ -117,20 +124,41 @@ impl AccessLog {
             work: Condvar::new(),
             written: Condvar::new(),
         });
-        let for_writer = shared.clone();
-        let writer = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_loop(&for_writer, out))
-            .ok();
         Ok(AccessLog {
             shared,
             format: cfg.format,
-            writer,
+            out: Mutex::new(Some(out)),
+            writer: OnceLock::new(),
         })
+    }
+
+    /// Starts the writer in this process unless it runs already; a single atomic load once it
+    /// does.
+    fn writer(&self) {
+        self.writer.get_or_init(|| {
+            let out = self.out.lock().ok()?.take()?;
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || write_loop(&shared, out));
+            match spawned {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    warn!("cannot start the access log writer: {e}");
+                    None
+                }
+            }
+        });
+    }
+
+    /// Lines dropped so far because the writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.state.lock().map_or(0, |s| s.dropped)
     }
 
     /// Queues one line.
     pub fn record(&self, e: &Entry<'_>) {
+        self.writer();
         LINE.with_borrow_mut(|line| {
             line.clear();
             match self.format {
@@ -159,6 +187,11 @@ impl AccessLog {
 
     /// Waits until every line queued so far is written, at most `timeout`.
     pub fn flush(&self, timeout: Duration) {
+        self.writer();
+        if self.writer.get().is_some_and(Option::is_none) {
+            // Nobody would ever answer.
+            return;
+        }
         let Ok(mut state) = self.shared.state.lock() else {
             return;
         };
@@ -174,12 +207,16 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        if self.writer.get().is_none() {
+            // Nothing was ever queued.
+            return;
+        }
         self.flush(Duration::from_secs(2));
         if let Ok(mut state) = self.shared.state.lock() {
             state.closing = true;
         }
         self.shared.work.notify_one();
-        drop(self.writer.take());
+        drop(self.writer.take().flatten());
     }
 }
 
@@ -362,6 +399,25 @@ fn combined(e: &Entry<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writer_starts_with_the_first_line_not_when_the_file_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::open(&AccessLogConfig {
+            file: Some(path.clone()),
+            format: AccessLogFormat::Json,
+        })
+        .unwrap();
+        // A daemon opens the log before it forks; a thread started here would stay behind.
+        assert!(log.writer.get().is_none());
+        log.record(&entry());
+        assert!(log.writer.get().is_some_and(Option::is_some));
+        log.flush(Duration::from_secs(10));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(log.dropped(), 0);
+    }
 
     fn entry() -> Entry<'static> {
         Entry {

@@ -131,7 +131,7 @@ fn gateway(cli: &Cli) -> ExitCode {
         .conf
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
-    let config = match crate::config::load(&file) {
+    let config = match crate::config::load_to_start(&file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -377,6 +377,17 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 
 /// `load`, choosing whether server names are resolved.
 pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
+    load_inner(file, resolve, false)
+}
+
+/// `load`, plus what only the process that starts (or `-t`) must check: that `server.error_log`
+/// can be opened for appending. A running gateway that reloads may no longer be root, and the
+/// log it keeps was opened at start.
+pub fn load_to_start(file: &Path) -> Result<Config, ConfigError> {
+    load_inner(file, Resolve::Names, true)
+}
+
+fn load_inner(file: &Path, resolve: Resolve, open_logs: bool) -> Result<Config, ConfigError> {
     let fail = |diagnostics| ConfigError {
         file: file.to_owned(),
         diagnostics,
@@ -398,7 +409,7 @@ pub fn load_with(file: &Path, resolve: Resolve) -> Result<Config, ConfigError> {
     let Some(raw) = raw else {
         return Err(fail(diagnostics));
     };
-    match validate::validate(raw, &base, file, &unparsed, resolve) {
+    match validate::validate(raw, &base, file, &unparsed, resolve, open_logs) {
         Ok(mut config) if diagnostics.is_empty() => {
             config.sha256 = sha256_hex(text.as_bytes());
             config.files.insert(0, (absolute(file), own_stamp));

@@ -188,6 +188,12 @@ impl Gateway {
             generation: self.current.load().number,
             reloads_ok: self.reloads.ok.load(Ordering::Relaxed),
             reloads_failed: self.reloads.failed.load(Ordering::Relaxed),
+            access_log_dropped: self
+                .current
+                .load()
+                .access_log
+                .as_ref()
+                .map_or(0, |log| log.dropped()),
         }
     }
 

@@ -510,6 +510,8 @@ pub struct ConfigMetrics {
     pub reloads_ok: u64,
     /// Reloads refused (invalid file, or a change that needs a new process).
     pub reloads_failed: u64,
+    /// Access log lines dropped because the writer was behind (since the log was opened).
+    pub access_log_dropped: u64,
 }
 
 impl ConfigMetrics {
@@ -536,6 +538,17 @@ impl ConfigMetrics {
             out,
             "pinion_config_reloads_total{{result=\"failed\"}} {}",
             self.reloads_failed
+        );
+        header(
+            out,
+            "pinion_access_log_dropped_lines_total",
+            "counter",
+            "Access log lines dropped because the writer fell behind (since the log was opened).",
+        );
+        let _ = writeln!(
+            out,
+            "pinion_access_log_dropped_lines_total {}",
+            self.access_log_dropped
         );
     }
 }

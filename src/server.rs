@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod drain;
+pub mod privileges;
 pub mod reload;
 mod signals;
 mod watch;
@@ -45,6 +46,15 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    /// An address cannot be listened on (taken, or not this machine's).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// `server.user` / `server.group` cannot be resolved.
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
     /// The PID file could not be written.
     #[error("cannot write the PID file {path}: {source}")]
     PidFile {
@@ -70,8 +80,10 @@ pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: daemon || s.daemon,
         error_log: s.error_log.clone(),
-        user: s.user.clone(),
-        group: s.group.clone(),
+        // Not Pingora's: it switches when it forks, before any listener is bound, so a port
+        // below 1024 could not be bound; and never in the foreground ([`privileges`]).
+        user: None,
+        group: None,
         // Timeouts of a second or more (every per-read backend timeout) on tokio's timer wheel
         // instead of Pingora's shared one, whose registration takes a lock, a clock read and a
         // B-tree lookup per read: about 3,900 fewer instructions per keep-alive request
@@ -85,6 +97,14 @@ pub fn pingora_conf(s: &ServerSettings, daemon: bool) -> ServerConf {
 pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     survive_hangup();
     raise_open_file_limit();
+    let identity = privileges::Identity::resolve(
+        config.server.user.as_deref(),
+        config.server.group.as_deref(),
+    )?;
+    if !mode.upgrade {
+        // The old process holds them during an upgrade.
+        check_binds(config)?;
+    }
     let conf = pingora_conf(&config.server, mode.daemon);
     let daemon = conf.daemon;
     let opt = Opt {
@@ -137,6 +157,10 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     server.add_service(control);
     server.add_service(watcher);
     server.add_service(service);
+    if let Some(identity) = identity {
+        let dropper = privileges::Dropper::new(identity, addresses(config));
+        server.add_service(background_service("privileges", dropper));
+    }
     if let Some(addr) = config.admin {
         let app = Admin::new(gateway.clone(), drain.clone());
         let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(app));
@@ -156,6 +180,27 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
         shutdown_signal: Box::new(signals),
     });
     gateway.flush_access_log();
+    Ok(())
+}
+
+/// Every address the process listens on: listeners and admin.
+fn addresses(config: &Config) -> Vec<std::net::SocketAddr> {
+    config
+        .listeners
+        .iter()
+        .flat_map(|l| l.binds.iter().copied())
+        .chain(config.admin)
+        .collect()
+}
+
+/// Binds each address once and lets it go, so that a taken one stops start-up here, with its
+/// name and exit code 1, before anything forks or answers: Pingora binds later, inside a
+/// service's task, where a failure only panics that task and the rest would run on without
+/// the listener (and a daemon's parent would already have exited 0).
+fn check_binds(config: &Config) -> Result<(), StartError> {
+    for addr in addresses(config) {
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    }
     Ok(())
 }
 

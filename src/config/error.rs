@@ -43,6 +43,9 @@ pub enum Problem {
     /// A file referenced by the configuration is missing or unreadable.
     #[error("cannot read {path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
+    /// A file the process must write cannot be opened for writing.
+    #[error("cannot write {path}: {reason}; expected a file in an existing directory this process may write")]
+    Unwritable { path: PathBuf, reason: String },
     /// A certificate file that holds no usable certificate.
     #[error("{path}: {reason}; expected PEM or DER X.509 certificates")]
     BadCertificate { path: PathBuf, reason: String },

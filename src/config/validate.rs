@@ -66,11 +66,13 @@ pub(super) fn validate(
     file: &Path,
     unparsed: &Unparsed,
     resolve: super::Resolve,
+    open_logs: bool,
 ) -> Result<Config, Problems> {
     let mut v = Validator {
         base,
         unparsed,
         resolve,
+        open_logs,
         problems: Vec::new(),
         files: Vec::new(),
     };
@@ -134,9 +136,25 @@ struct Validator<'a> {
     base: &'a Path,
     unparsed: &'a Unparsed,
     resolve: super::Resolve,
+    /// Open `server.error_log` for appending, as the starting process will ([`super::load_to_start`]).
+    open_logs: bool,
     problems: Problems,
     /// Every file read, for `server.watch`.
     files: Vec<(PathBuf, super::FileStamp)>,
+}
+
+/// Opens `log` for appending as the log will be, removing it again when this created it.
+fn open_for_append(log: &Path) -> Result<(), String> {
+    let existed = log.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| e.to_string())?;
+    if !existed {
+        let _ = std::fs::remove_file(log);
+    }
+    Ok(())
 }
 
 impl Validator<'_> {
@@ -188,6 +206,33 @@ impl Validator<'_> {
             p.to_owned()
         } else {
             self.base.join(p)
+        }
+    }
+
+    /// [`Self::resolve`] for the settings Pingora takes as strings. YAML strings are UTF-8, so
+    /// nothing is lost.
+    fn resolve_string(&self, p: &str) -> String {
+        self.resolve(p).to_string_lossy().into_owned()
+    }
+
+    /// `server.error_log`: its directory must exist; when starting, the file must open for
+    /// appending (Pingora opens it only after forking, where a failure is a panic nobody sees).
+    fn error_log(&mut self, log: &Path, path: &KeyPath) {
+        let reason = match log.parent() {
+            Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+                Some("its directory does not exist".to_owned())
+            }
+            _ if self.open_logs => open_for_append(log).err(),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.err(
+                path.clone(),
+                Problem::Unwritable {
+                    path: log.to_owned(),
+                    reason,
+                },
+            );
         }
     }
 
@@ -277,20 +322,28 @@ impl Validator<'_> {
             0..=86_400,
             "0 to 86400 seconds",
         );
+        let error_log = raw.error_log.map(|p| self.resolve_string(&p));
+        if let Some(log) = &error_log {
+            self.error_log(Path::new(log), &path.key("error_log"));
+        }
         ServerSettings {
             threads: usize::try_from(threads).unwrap_or(2),
-            pid_file: raw.pid_file.unwrap_or_else(|| "/tmp/pinion.pid".into()),
-            upgrade_sock: raw
-                .upgrade_sock
-                .unwrap_or_else(|| "/tmp/pinion_upgrade.sock".into()),
-            control_sock: raw
-                .control_sock
-                .unwrap_or_else(|| "/tmp/pinion_control.sock".into()),
+            pid_file: self.resolve_string(raw.pid_file.as_deref().unwrap_or("/tmp/pinion.pid")),
+            upgrade_sock: self.resolve_string(
+                raw.upgrade_sock
+                    .as_deref()
+                    .unwrap_or("/tmp/pinion_upgrade.sock"),
+            ),
+            control_sock: self.resolve_string(
+                raw.control_sock
+                    .as_deref()
+                    .unwrap_or("/tmp/pinion_control.sock"),
+            ),
             watch: raw.watch.unwrap_or(false),
             grace_period: Duration::from_secs(grace),
             graceful_shutdown_timeout: Duration::from_secs(shutdown),
             daemon: raw.daemon.unwrap_or(false),
-            error_log: raw.error_log,
+            error_log,
             user: raw.user,
             group: raw.group,
         }

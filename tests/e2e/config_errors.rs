@@ -40,6 +40,12 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
     // (the whole file, "line:column: path", words from the explanation)
     let table: &[(String, &str, &[&str])] = &[
         (
+            // SPEC's full example writes `verify_hostname: true` beside pins and `ca: null`.
+            format!("{LISTENER}{POOL}      ca: null\n      verify_hostname: true\n{ROUTE}"),
+            ":15:24: pools[0].tls.verify_hostname",
+            &["applies only with `ca` or without `pins`"],
+        ),
+        (
             format!("{LISTENER}{POOL}{ROUTE}listenrs: []\n"),
             ":17:1: .",
             &["unknown field `listenrs`", "expected one of"],

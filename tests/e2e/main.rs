@@ -9,6 +9,7 @@ mod harness;
 mod affinity;
 mod allocations;
 mod config_errors;
+mod daemon;
 mod demo;
 mod diagnostics;
 mod failures;

@@ -578,3 +578,53 @@ fn watch_mode_follows_a_secret_switch_and_ignores_a_broken_file() {
     });
     assert_eq!(current_pid(&gw), gw.pid());
 }
+
+#[test]
+fn a_handover_answers_healthz_503_and_keeps_connections_for_the_grace_period() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let admin = free_port();
+    // Longer than Pingora's accepting overlap plus the last-accept margin, so that closing
+    // idle connections at either would be caught.
+    let grace = 10;
+    let yaml = format!(
+        "{}admin:\n  bind: 127.0.0.1:{admin}\n{}{}",
+        env.server_section(grace),
+        env.listeners(),
+        pool_on(backend.port, "")
+    );
+    let mut gw = env.start(&yaml);
+    let health = "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n";
+    let request = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    // Connections to the old process, opened before the hand-over.
+    let mut probe = Conn::plain(admin);
+    assert_eq!(probe.send(health).status, 200);
+    let mut busy = Conn::tls(gw.port());
+    assert_eq!(busy.send(request).status, 200);
+    let mut idle = Conn::tls(gw.port());
+    assert_eq!(idle.send(request).status, 200);
+
+    let before = std::time::Instant::now();
+    let out = pinion()
+        .args(["upgrade", "-c"])
+        .arg(config_file(&gw))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", gw.logs());
+    wait_for(
+        "healthz 503 in the old process",
+        Duration::from_secs(5),
+        || (probe.send(health).status == 503).then_some(()),
+    );
+    let r = busy.send(request);
+    assert_eq!(r.status, 200, "open connections are served");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(idle.wait_closed());
+    let kept = before.elapsed();
+    assert!(
+        kept >= Duration::from_secs(grace),
+        "an idle connection was closed {kept:?} after the hand-over began, before the {grace} s grace period"
+    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(30)), Some(0));
+}
