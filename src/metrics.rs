@@ -65,6 +65,33 @@ struct ServerCounters {
 /// Requests by status class (1xx..5xx) of one listener and route.
 type ClassCounters = [AtomicU64; 5];
 
+/// Each listener's counters of `previous` whose listener name is unchanged, fresh ones for the
+/// others.
+fn carried_by_listener<T: Default>(
+    listeners: &[String],
+    previous: Option<&Metrics>,
+    slots: impl Fn(&Metrics) -> &Vec<Arc<T>>,
+) -> Vec<Arc<T>> {
+    listeners
+        .iter()
+        .map(|l| {
+            previous
+                .and_then(|m| {
+                    let i = m.listeners.iter().position(|n| n == l)?;
+                    slots(m).get(i).cloned()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Adds one to `counters[slot]` when both exist.
+fn add_at(counters: Option<&[AtomicU64]>, slot: Option<usize>) {
+    if let Some(c) = slot.and_then(|i| counters?.get(i)) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Requests of one listener refused by a limit, by reason ([`limits::REASONS`]).
 type RejectedCounters = [AtomicU64; limits::REASONS.len()];
 
@@ -145,14 +172,8 @@ impl Metrics {
                 (p.name.clone(), counters)
             })
             .collect();
-        let rejected = listeners
-            .iter()
-            .map(|l| previous.and_then(|m| m.rejected_of(l)).unwrap_or_default())
-            .collect();
-        let refused = listeners
-            .iter()
-            .map(|l| previous.and_then(|m| m.refused_of(l)).unwrap_or_default())
-            .collect();
+        let rejected = carried_by_listener(&listeners, previous, |m| &m.rejected);
+        let refused = carried_by_listener(&listeners, previous, |m| &m.refused);
         Metrics {
             listeners,
             routes,
@@ -164,30 +185,16 @@ impl Metrics {
         }
     }
 
-    fn refused_of(&self, listener: &str) -> Option<Arc<[AtomicU64; 2]>> {
-        let l = self.listeners.iter().position(|n| n == listener)?;
-        self.refused.get(l).cloned()
-    }
-
     /// Counts a client connection closed at once for a cap of its listener.
     pub fn connection_refused(&self, listener: usize, why: CapRefusal) {
         let slot = CapRefusal::ALL.iter().position(|r| *r == why);
-        if let Some(c) = slot.and_then(|i| self.refused.get(listener)?.get(i)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn rejected_of(&self, listener: &str) -> Option<Arc<RejectedCounters>> {
-        let l = self.listeners.iter().position(|n| n == listener)?;
-        self.rejected.get(l).cloned()
+        add_at(self.refused.get(listener).map(|c| &c[..]), slot);
     }
 
     /// Counts a request refused by a limit (its response is counted by [`Metrics::request`]).
     pub fn rejected(&self, listener: usize, why: limits::Rejection) {
         let slot = limits::REASONS.iter().position(|r| *r == why.reason());
-        if let Some(c) = slot.and_then(|i| self.rejected.get(listener)?.get(i)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        add_at(self.rejected.get(listener).map(|c| &c[..]), slot);
     }
 
     fn request_counters(
@@ -305,37 +312,41 @@ impl Metrics {
     }
 
     fn render_refused(&self, out: &mut String) {
-        header(
+        let reasons = CapRefusal::ALL.map(CapRefusal::label);
+        self.render_by_reason(
             out,
             "pinion_connections_refused_total",
-            "counter",
             "Client connections closed at once by a connection cap of their listener, by reason.",
+            &reasons,
+            self.refused.iter().map(|c| &c[..]),
         );
-        for (listener, counters) in self.listeners.iter().zip(&self.refused) {
-            for (why, c) in CapRefusal::ALL.iter().zip(counters.iter()) {
-                let _ = writeln!(
-                    out,
-                    "pinion_connections_refused_total{{listener=\"{}\",reason=\"{}\"}} {}",
-                    esc(listener),
-                    why.label(),
-                    c.load(Ordering::Relaxed)
-                );
-            }
-        }
     }
 
     fn render_rejected(&self, out: &mut String) {
-        header(
+        self.render_by_reason(
             out,
             "pinion_requests_rejected_total",
-            "counter",
             "Requests refused by a limit of their listener or route, by reason.",
+            &limits::REASONS,
+            self.rejected.iter().map(|c| &c[..]),
         );
-        for (listener, counters) in self.listeners.iter().zip(&self.rejected) {
-            for (reason, c) in limits::REASONS.iter().zip(counters.iter()) {
+    }
+
+    /// A counter labelled by listener and reason, one slot per reason.
+    fn render_by_reason<'a>(
+        &self,
+        out: &mut String,
+        name: &str,
+        help: &str,
+        reasons: &[&str],
+        slots: impl Iterator<Item = &'a [AtomicU64]>,
+    ) {
+        header(out, name, "counter", help);
+        for (listener, counters) in self.listeners.iter().zip(slots) {
+            for (reason, c) in reasons.iter().zip(counters) {
                 let _ = writeln!(
                     out,
-                    "pinion_requests_rejected_total{{listener=\"{}\",reason=\"{reason}\"}} {}",
+                    "{name}{{listener=\"{}\",reason=\"{reason}\"}} {}",
                     esc(listener),
                     c.load(Ordering::Relaxed)
                 );

@@ -1,6 +1,6 @@
 //! The client-facing side: SNI certificates, TLS policy, HTTP/2 and WebSocket.
 
-use crate::harness::client::{connector, read_head, tls_stream};
+use crate::harness::client::{h2_client, read_head};
 use crate::harness::{plain_pool, Backend, Ca, Conn, Env, Identity};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
@@ -215,15 +215,7 @@ fn h2_get(port: u16, authority: &str, path: &str) -> Result<(u16, String), Strin
         .build()
         .unwrap();
     rt.block_on(async {
-        let tls = tls_stream(&connector(Some(b"\x02h2")), port).await?;
-        if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
-            return Err("h2 not negotiated".to_owned());
-        }
-        let (client, conn) = h2::client::handshake(tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let mut client = h2_client(port).await?;
         let req = http::Request::get(format!("https://{authority}{path}"))
             .body(())
             .unwrap();

@@ -2,7 +2,7 @@
 //! that names the limit, over HTTP/1.1 and HTTP/2, with the listener's error page, a metric
 //! and an access-log line; no byte of it reaches a backend, and the gateway keeps serving.
 
-use crate::harness::client::{connector, tls_stream};
+use crate::harness::client::h2_client;
 use crate::harness::{free_port, wait_for, Backend, Conn, Env, Response};
 use crate::operations::{metrics, sample};
 use std::time::Duration;
@@ -170,12 +170,7 @@ fn h2_pair(
         .build()
         .unwrap();
     rt.block_on(async {
-        let tls = tls_stream(&connector(Some(b"\x02h2")), port).await?;
-        let (client, conn) = h2::client::handshake(tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let mut client = h2_client(port).await?;
         let (resp, mut stream) = client
             .send_request(req, body.is_none())
             .map_err(|e| e.to_string())?;

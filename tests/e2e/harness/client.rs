@@ -64,6 +64,20 @@ pub async fn tls_stream(
     Ok(tls)
 }
 
+/// An HTTP/2 client over TLS to the gateway on `port`, ready for a request; the connection is
+/// driven by a task on the current runtime.
+pub async fn h2_client(port: u16) -> Result<h2::client::SendRequest<bytes::Bytes>, String> {
+    let tls = tls_stream(&connector(Some(b"\x02h2")), port).await?;
+    if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
+        return Err("h2 not negotiated".to_owned());
+    }
+    let (client, conn) = h2::client::handshake(tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    client.ready().await.map_err(|e| e.to_string())
+}
+
 impl Conn {
     /// A TLS connection to the gateway on 127.0.0.1:`port` (no ALPN: HTTP/1.1).
     pub fn tls(port: u16) -> Conn {
