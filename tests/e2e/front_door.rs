@@ -1,6 +1,6 @@
 //! The client-facing side: SNI certificates, TLS policy, HTTP/2 and WebSocket.
 
-use crate::harness::client::{h2_client, read_head};
+use crate::harness::client::{block_on, h2_client, read_head};
 use crate::harness::{plain_pool, Backend, Ca, Conn, Env, Identity};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
@@ -210,11 +210,7 @@ fn ciphers_outside_the_list_are_refused() {
 
 /// Sends one HTTP/2 GET and returns (negotiated ALPN, status, body, what the backend saw).
 fn h2_get(port: u16, authority: &str, path: &str) -> Result<(u16, String), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut client = h2_client(port).await?;
         let req = http::Request::get(format!("https://{authority}{path}"))
             .body(())

@@ -2,7 +2,7 @@
 //! that names the limit, over HTTP/1.1 and HTTP/2, with the listener's error page, a metric
 //! and an access-log line; no byte of it reaches a backend, and the gateway keeps serving.
 
-use crate::harness::client::h2_client;
+use crate::harness::client::{block_on, h2_client};
 use crate::harness::{free_port, wait_for, Backend, Conn, Env, Response};
 use crate::operations::{metrics, sample};
 use std::time::Duration;
@@ -165,11 +165,7 @@ fn h2_pair(
     req: http::Request<()>,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, String, u16), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let mut client = h2_client(port).await?;
         let (resp, mut stream) = client
             .send_request(req, body.is_none())

@@ -64,6 +64,15 @@ pub async fn tls_stream(
     Ok(tls)
 }
 
+/// Runs `f` to completion on a runtime of its own (for a test's async client code).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// An HTTP/2 client over TLS to the gateway on `port`, ready for a request; the connection is
 /// driven by a task on the current runtime.
 pub async fn h2_client(port: u16) -> Result<h2::client::SendRequest<bytes::Bytes>, String> {
