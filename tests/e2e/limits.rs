@@ -472,3 +472,95 @@ fn a_spray_of_ten_thousand_client_addresses_keeps_at_most_max_clients_buckets() 
         "buckets kept for {kept} addresses; max_clients is 1000"
     );
 }
+
+/// Raw HTTP/2 frames, so that a test can send what a well-behaved client library refuses to.
+mod raw_h2 {
+    use std::io::{Read, Write};
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const GOAWAY: u8 = 0x7;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A request block (HPACK, no Huffman, nothing indexed): GET https://a/, plus `extra`.
+    pub fn request(extra: &[(&str, &str)]) -> Vec<u8> {
+        // :method GET, :scheme https, :path / from the static table; :authority by name index.
+        let mut block = vec![0x82, 0x87, 0x84, 0x01, 0x01, b'a'];
+        for (name, value) in extra {
+            block.push(0x00);
+            block.push(u8::try_from(name.len()).unwrap());
+            block.extend_from_slice(name.as_bytes());
+            block.push(u8::try_from(value.len()).unwrap());
+            block.extend_from_slice(value.as_bytes());
+        }
+        block
+    }
+
+    /// Reads frames until one of `kinds` arrives on `stream`, or GOAWAY; returns its kind.
+    pub fn wait_for(io: &mut impl Read, stream: u32, kinds: &[u8]) -> Result<u8, String> {
+        loop {
+            let mut head = [0u8; 9];
+            io.read_exact(&mut head).map_err(|e| e.to_string())?;
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            io.read_exact(&mut payload).map_err(|e| e.to_string())?;
+            let on = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if head[3] == GOAWAY || (on == stream && kinds.contains(&head[3])) {
+                return Ok(head[3]);
+            }
+        }
+    }
+
+    pub fn send(io: &mut impl Write, bytes: &[u8]) {
+        io.write_all(bytes).unwrap();
+        io.flush().unwrap();
+    }
+}
+
+/// An HTTP/2 connection to the gateway, past the preface and SETTINGS.
+fn raw_h2_connection(port: u16) -> openssl::ssl::SslStream<std::net::TcpStream> {
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut io = crate::harness::client::connector(Some(b"\x02h2"))
+        .connect("localhost", tcp)
+        .unwrap();
+    assert_eq!(io.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    raw_h2::send(&mut io, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    raw_h2::send(&mut io, &raw_h2::frame(0x4, 0, 0, &[]));
+    io
+}
+
+#[test]
+fn malformed_http2_requests_are_refused_by_the_codec_and_never_forwarded() {
+    use raw_h2::*;
+    let f = start();
+    // A connection-specific field is malformed in HTTP/2 (RFC 9113 §8.2.2): the codec resets
+    // the stream before pinion sees the request, and the connection serves the next one.
+    let mut io = raw_h2_connection(f.gw.port());
+    let bad = request(&[("connection", "close")]);
+    send(&mut io, &frame(HEADERS, 0x5, 1, &bad));
+    assert_eq!(wait_for(&mut io, 1, &[HEADERS, RST_STREAM]), Ok(RST_STREAM));
+    send(&mut io, &frame(HEADERS, 0x5, 3, &request(&[])));
+    assert_eq!(wait_for(&mut io, 3, &[HEADERS, RST_STREAM]), Ok(HEADERS));
+    // An upper-case field name (RFC 9113 §8.2.1): the h2 codec treats it as a connection error
+    // and ends the connection with GOAWAY, stricter than the stream error §8.1.1 asks for.
+    let mut io = raw_h2_connection(f.gw.port());
+    send(
+        &mut io,
+        &frame(HEADERS, 0x5, 1, &request(&[("X-Bad", "1")])),
+    );
+    assert_eq!(wait_for(&mut io, 1, &[HEADERS, RST_STREAM]), Ok(GOAWAY));
+    let forwarded = f.backend.requests();
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "only the well-formed request: {forwarded:?}"
+    );
+}
