@@ -261,6 +261,14 @@ fn with_default_limits_a_70_kb_header_gets_the_gateways_431_over_both_protocols(
         &format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", big_header(70_000)),
     );
     assert_eq!(r.status, 431, "{r:?}");
+    let eight: String = (0..8)
+        .map(|i| format!("X-Big{i}: {}\r\n", "a".repeat(20_000)))
+        .collect();
+    let r8 = h1(
+        gw.port(),
+        &format!("GET / HTTP/1.1\r\nHost: a\r\n{eight}\r\n"),
+    );
+    assert_eq!(r8.status, 431, "eight fields of 20 KB: {r8:?}");
     assert!(
         r.body.starts_with("431 "),
         "the gateway's own answer: {r:?}"
