@@ -165,6 +165,8 @@ pub struct ListenerTls {
     pub ciphers: Option<String>,
     /// Offer HTTP/2 by ALPN (default true).
     pub http2: bool,
+    /// Client certificates required of every client (`client_auth`).
+    pub client_auth: Option<Arc<crate::listener::client_auth::ClientAuth>>,
 }
 
 /// A certificate chain and its key: where they were read from, and what they hold.

@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod cidr;
+pub mod client_auth;
 pub mod front;
 pub mod proxy_protocol;
 
@@ -219,6 +220,13 @@ impl TlsAccept for LiveTls {
     async fn certificate_callback(&self, ssl: &mut SslRef) {
         let gen = self.gw.current();
         let Some(tls) = self.of(&gen) else { return };
+        if let Some(auth) = &tls.client_auth {
+            // The verify mode is set before anything can fail: a client is never let in
+            // unchecked.
+            if let Err(e) = auth.require(ssl) {
+                warn!("cannot set up client certificate checks: {e}; clients are refused");
+            }
+        }
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_owned);
         let Some(chosen) = pick(&tls.certificates, sni.as_deref()) else {
             return;
@@ -237,6 +245,22 @@ impl TlsAccept for LiveTls {
             // The handshake then fails for want of a certificate; nothing else to do here.
             warn!("cannot install certificate {}: {e}", chosen.cert.display());
         }
+    }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &SslRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let gen = self.gw.current();
+        let auth = self.of(&gen)?.client_auth.as_ref()?;
+        let accepted = match auth.established(ssl) {
+            Ok(()) => true,
+            Err(why) => {
+                log::info!("client refused after its handshake: {why}");
+                false
+            }
+        };
+        Some(Arc::new(client_auth::ClientCheck { accepted }))
     }
 }
 

@@ -67,6 +67,11 @@ pub enum Problem {
     /// A reference to a listener that does not exist.
     #[error("unknown listener {name:?}; defined listeners: {known}")]
     UnknownListener { name: String, known: String },
+    /// `client_auth` with nothing to trust a client certificate by.
+    #[error(
+        "client_auth needs `ca` (a PEM bundle of trusted roots), `pins` (the keys let in), or both"
+    )]
+    ClientAuthWithoutTrust,
     /// A backend whose certificate could not be verified by name.
     #[error("server {server} has no host name to verify its certificate against: set `tls.sni` to the name in its certificate, or whitelist its key in `tls.pins`")]
     NoNameToVerify { server: String },

@@ -113,6 +113,18 @@ pub struct RawListenerTls {
     pub max_version: Option<Scalar>,
     pub ciphers: Option<String>,
     pub http2: Option<bool>,
+    pub client_auth: Option<RawClientAuth>,
+}
+
+/// `listeners[].tls.client_auth`: client certificates at the front door.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub mode: String,
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub pins: Vec<RawPin>,
+    pub verify_depth: Option<u64>,
 }
 
 /// A certificate chain file and its private key file.

@@ -1,5 +1,6 @@
 //! Raw document to typed `Config`: every rule, every problem collected with its key path.
 
+mod client_auth;
 mod limits;
 mod listener;
 mod pool;

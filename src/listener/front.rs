@@ -9,6 +9,7 @@
 //! needs for all of one. Here the next session exists only once its first bytes are read.
 
 use super::caps::Caps;
+use super::client_auth::ClientCheck;
 use super::proxy_protocol::ProxyProtocolGate;
 use crate::proxy::CLIENT_IDLE_TIMEOUT;
 use crate::server::drain::Closer;
@@ -145,7 +146,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _counted = self.closer.connection();
-        let tls = stream.get_ssl_digest().is_some();
+        let digest = stream.get_ssl_digest();
+        let tls = digest.is_some();
+        let refused = digest
+            .as_ref()
+            .and_then(|d| d.extension.get::<ClientCheck>());
+        if refused.is_some_and(|c| !c.accepted) {
+            return None;
+        }
         // TLS streams had their header read before the handshake (PreTlsProcess).
         if !tls && self.gate.expects(stream.get_socket_digest()) {
             let fd = stream.id();

@@ -240,6 +240,26 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             ":19:12: routes[0].rate_limit.key",
             &["invalid value \"cookie\"", "client_ip"],
         ),
+        (
+            format!("{LISTENER}      client_auth:\n        mode: sometimes\n        ca: good.pem\n{POOL}{ROUTE}"),
+            ":9:15: listeners[0].tls.client_auth.mode",
+            &["invalid value \"sometimes\"", "require"],
+        ),
+        (
+            format!("{LISTENER}      client_auth:\n        mode: require\n        ca: nope.pem\n{POOL}{ROUTE}"),
+            ":10:13: listeners[0].tls.client_auth.ca",
+            &["nope.pem"],
+        ),
+        (
+            format!("{LISTENER}      client_auth:\n        mode: require\n{POOL}{ROUTE}"),
+            "listeners[0].tls.client_auth:",
+            &["needs `ca`", "`pins`"],
+        ),
+        (
+            format!("{LISTENER}      client_auth:\n        mode: require\n        pins:\n          - {{}}\n{POOL}{ROUTE}"),
+            "listeners[0].tls.client_auth.pins[0]",
+            &["exactly one of `cert`, `public_key` or `sha256`"],
+        ),
     ];
     let mut misses = Vec::new();
     for (yaml, place, words) in table {

@@ -8,6 +8,7 @@ mod harness;
 
 mod affinity;
 mod allocations;
+mod client_auth;
 mod config_errors;
 mod daemon;
 mod demo;

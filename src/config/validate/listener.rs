@@ -255,6 +255,10 @@ impl Validator<'_> {
                 self.err(path.key("ciphers"), Problem::BadCiphers(ciphers.clone()));
             }
         }
+        let client_auth = raw
+            .client_auth
+            .as_ref()
+            .and_then(|c| self.client_auth(c, &path.key("client_auth")));
         if certificates.len() != raw.certificates.len() {
             return None;
         }
@@ -264,6 +268,7 @@ impl Validator<'_> {
             max_version,
             ciphers: raw.ciphers.clone(),
             http2: raw.http2.unwrap_or(true),
+            client_auth,
         })
     }
 

@@ -249,7 +249,7 @@ impl Validator<'_> {
     }
 
     /// The pins of one `pins:` entry (a certificate file may hold several).
-    fn pin(&mut self, raw: &RawPin, path: &KeyPath) -> Vec<Pin> {
+    pub(super) fn pin(&mut self, raw: &RawPin, path: &KeyPath) -> Vec<Pin> {
         match (&raw.cert, &raw.public_key, &raw.sha256) {
             (Some(file), None, None) => {
                 let here = path.key("cert");

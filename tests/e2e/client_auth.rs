@@ -1,0 +1,181 @@
+//! Client certificates at the front door (issue 14): `tls.client_auth` with `mode: require`
+//! lets in only clients whose certificate chains to the CA, carries a pinned key, or both;
+//! every other client is refused during or right after its handshake and nothing it sends
+//! reaches a backend.
+
+use crate::harness::{Backend, Ca, Env, Identity};
+use openssl::asn1::Asn1Time;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::{X509Builder, X509NameBuilder};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Sends one request over TLS, presenting `client` when given; the status, or why there was
+/// none (the handshake or the connection failed).
+fn get(port: u16, client: Option<&Identity>) -> Result<u16, String> {
+    get_with(port, client, None)
+}
+
+/// [`get`] with the highest TLS version the client offers.
+fn get_with(port: u16, client: Option<&Identity>, max: Option<SslVersion>) -> Result<u16, String> {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_max_proto_version(max).unwrap();
+    if let Some(id) = client {
+        b.set_certificate(&id.cert).unwrap();
+        b.set_private_key(&id.key).unwrap();
+    }
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = b
+        .build()
+        .connect("localhost", tcp)
+        .map_err(|e| format!("handshake: {e}"))?;
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no response: {text:?}"))
+}
+
+/// A gateway whose listener has `client_auth` (the YAML lines under it, indented by 8).
+fn gateway(env: Env, backend: &Backend, client_auth: &str) -> crate::harness::gateway::Gateway {
+    let yaml = format!(
+        "{}      client_auth:\n{client_auth}pools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        backend.port,
+    );
+    env.start(&yaml)
+}
+
+/// A self-signed certificate whose validity ended yesterday.
+fn expired() -> Identity {
+    let key = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "old.client").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let day = 24 * 3600;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_not_before(&Asn1Time::from_unix(now - 10 * day).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now - day).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    Identity(pinion::demo::certs::Identity {
+        cert: b.build(),
+        key,
+    })
+}
+
+#[test]
+fn a_ca_lets_in_only_the_clients_it_issued() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    let good = ca.issue(&["good.client"]);
+    let foreign = Ca::new("elsewhere").issue(&["foreign.client"]);
+    let gw = gateway(
+        env,
+        &backend,
+        "        mode: require\n        ca: clients-ca.pem\n",
+    );
+    assert_eq!(get(gw.port(), Some(&good)), Ok(200));
+    assert!(
+        get(gw.port(), Some(&foreign)).is_err(),
+        "a foreign CA's client"
+    );
+    assert!(
+        get(gw.port(), None).is_err(),
+        "a client without a certificate"
+    );
+    assert!(
+        get(gw.port(), Some(&Identity::self_signed(&["self.client"]))).is_err(),
+        "a self-signed client"
+    );
+    // Over TLS 1.2 the client learns of the refusal in the handshake itself (with TLS 1.3 the
+    // alert comes after the client's Finished): the server refuses before reading anything.
+    let tls12 = Some(SslVersion::TLS1_2);
+    assert_eq!(get_with(gw.port(), Some(&good), tls12), Ok(200));
+    let refused = get_with(gw.port(), Some(&foreign), tls12);
+    assert!(
+        refused.as_ref().is_err_and(|e| e.starts_with("handshake")),
+        "refused in the handshake: {refused:?}"
+    );
+    assert_eq!(
+        backend.requests().len(),
+        2,
+        "only the good client's requests"
+    );
+}
+
+#[test]
+fn pins_let_in_only_the_pinned_keys_and_never_an_expired_certificate() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let pinned = Identity::self_signed(&["pinned.client"]);
+    let other = Identity::self_signed(&["other.client"]);
+    let old = expired();
+    old.write(env.path(), "old");
+    let auth = format!(
+        "        mode: require\n        pins:\n          - sha256: \"{}\"\n          - cert: old.pem\n",
+        pinned.pin()
+    );
+    let gw = gateway(env, &backend, &auth);
+    assert_eq!(get(gw.port(), Some(&pinned)), Ok(200));
+    assert!(get(gw.port(), Some(&other)).is_err(), "an unpinned key");
+    assert!(
+        get(gw.port(), Some(&old)).is_err(),
+        "a pinned but expired certificate"
+    );
+    assert!(get(gw.port(), None).is_err(), "no certificate");
+    assert_eq!(backend.requests().len(), 1);
+    assert!(gw.logs().contains("not pinned"), "the log says why");
+}
+
+#[test]
+fn with_a_ca_and_pins_both_must_hold() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    let issued_pinned = ca.issue(&["a.client"]);
+    let issued_unpinned = ca.issue(&["b.client"]);
+    let foreign_pinned = Identity::self_signed(&["c.client"]);
+    let auth = format!(
+        "        mode: require\n        ca: clients-ca.pem\n        pins:\n          - sha256: \"{}\"\n          - sha256: \"{}\"\n",
+        issued_pinned.pin(),
+        foreign_pinned.pin()
+    );
+    let gw = gateway(env, &backend, &auth);
+    assert_eq!(get(gw.port(), Some(&issued_pinned)), Ok(200));
+    assert!(
+        get(gw.port(), Some(&issued_unpinned)).is_err(),
+        "issued, not pinned"
+    );
+    assert!(
+        get(gw.port(), Some(&foreign_pinned)).is_err(),
+        "pinned, not issued"
+    );
+    assert_eq!(backend.requests().len(), 1);
+}
