@@ -14,6 +14,7 @@ fn table(n: usize) -> RouteTable {
         .map(|i| Route {
             max_body_bytes: None,
             rate_limit: None,
+            client_certificate_required: false,
             name: format!("r{i}"),
             listeners: None,
             hosts: vec![HostPattern::parse(&format!("site{i}.example.com")).unwrap()],

@@ -64,6 +64,9 @@ pub enum Rejection {
     /// The client's `rate_limit` bucket is empty; a token is back in `retry_after` seconds.
     #[error("over its rate_limit; a request is allowed again in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// The route requires a verified client certificate and the connection has none.
+    #[error("the route requires a verified client certificate")]
+    ClientCertificate,
 }
 
 impl Rejection {
@@ -74,6 +77,7 @@ impl Rejection {
             Rejection::UriBytes { .. } => 414,
             Rejection::BodyBytes { .. } => 413,
             Rejection::RateLimited { .. } => 429,
+            Rejection::ClientCertificate => 403,
         }
     }
 
@@ -85,17 +89,19 @@ impl Rejection {
             Rejection::UriBytes { .. } => "uri_bytes",
             Rejection::BodyBytes { .. } => "body_bytes",
             Rejection::RateLimited { .. } => "rate_limit",
+            Rejection::ClientCertificate => "client_certificate",
         }
     }
 }
 
 /// Every reason [`Rejection::reason`] can give, for metrics that start at zero.
-pub const REASONS: [&str; 5] = [
+pub const REASONS: [&str; 6] = [
     "header_bytes",
     "headers",
     "uri_bytes",
     "body_bytes",
     "rate_limit",
+    "client_certificate",
 ];
 
 /// `pinion_rate_limit_clients`: client addresses whose buckets each rate limit keeps now.
@@ -325,6 +331,7 @@ mod tests {
             Rejection::UriBytes { size: 0, limit: 0 },
             Rejection::BodyBytes { size: 0, limit: 0 },
             Rejection::RateLimited { retry_after: 1 },
+            Rejection::ClientCertificate,
         ] {
             assert!(REASONS.contains(&r.reason()));
         }

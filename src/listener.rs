@@ -156,6 +156,16 @@ fn settings(
     Ok(s)
 }
 
+/// What [`front`] learns of a client-certificate listener's handshake: whether the connection
+/// may go on (with `require`, only a verified client), and who the client is.
+#[derive(Debug)]
+pub struct ClientGate {
+    /// The connection may be served.
+    pub admit: bool,
+    /// The client's certificate and its verdict.
+    pub identity: client_auth::ClientIdentity,
+}
+
 /// One TLS socket's view of the live configuration.
 #[derive(Clone)]
 struct LiveTls {
@@ -223,7 +233,7 @@ impl TlsAccept for LiveTls {
         if let Some(auth) = &tls.client_auth {
             // The verify mode is set before anything can fail: a client is never let in
             // unchecked.
-            if let Err(e) = auth.require(ssl) {
+            if let Err(e) = auth.apply(ssl) {
                 warn!("cannot set up client certificate checks: {e}; clients are refused");
             }
         }
@@ -253,14 +263,16 @@ impl TlsAccept for LiveTls {
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         let gen = self.gw.current();
         let auth = self.of(&gen)?.client_auth.as_ref()?;
-        let accepted = match auth.established(ssl) {
-            Ok(()) => true,
-            Err(why) => {
-                log::info!("client refused after its handshake: {why}");
-                false
-            }
-        };
-        Some(Arc::new(client_auth::ClientCheck { accepted }))
+        let identity = auth.identify(ssl);
+        if let (Err(Some(why)), client_auth::ClientAuthMode::Require) =
+            (&identity.verdict, auth.mode)
+        {
+            log::info!("client refused after its handshake: {why}");
+        }
+        Some(Arc::new(ClientGate {
+            admit: auth.mode == client_auth::ClientAuthMode::Optional || identity.verified(),
+            identity,
+        }))
     }
 }
 

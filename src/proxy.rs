@@ -21,6 +21,7 @@ use crate::config::HostHeader;
 use crate::gateway::{Gateway, Generation};
 use crate::limits::rate::RateLimiter;
 use crate::limits::{self, Rejection};
+use crate::listener::ClientGate;
 use crate::metrics::TlsFailure;
 use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
@@ -130,6 +131,13 @@ impl ProxyHttp for Proxy {
                     ctx.route = Some(index);
                     if let Err(why) = rate_limited(route.rate_limit.as_deref(), ctx) {
                         return self.reject(session, ctx, why).await;
+                    }
+                    if route.client_certificate_required
+                        && !client_gate(session).is_some_and(|g| g.identity.verified())
+                    {
+                        return self
+                            .reject(session, ctx, Rejection::ClientCertificate)
+                            .await;
                     }
                     match &route.target {
                         Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
@@ -305,6 +313,15 @@ impl ProxyHttp for Proxy {
             request_id: &ctx.request_id,
         };
         forwarded.apply(upstream_request)?;
+        let tls = l.and_then(|l| l.tls.as_ref());
+        if tls
+            .and_then(|t| t.client_auth.as_ref())
+            .is_some_and(|a| a.headers)
+        {
+            if let Some(gate) = client_gate(session) {
+                headers::client_certificate(upstream_request, &gate.identity);
+            }
+        }
         let pool = ctx.pool.and_then(|p| gen.pools.get(p));
         let host = pool.and_then(|p| match &p.host_header {
             HostHeader::Preserve => None,
@@ -521,6 +538,16 @@ fn is_tls(gen: &Generation, ctx: &Ctx) -> bool {
 
 fn route<'g>(gen: &'g Generation, ctx: &Ctx) -> Option<&'g Route> {
     ctx.route.and_then(|r| gen.routes.routes().get(r))
+}
+
+/// What the handshake learnt of the client's certificate, on `client_auth` listeners.
+fn client_gate(session: &Session) -> Option<&ClientGate> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<ClientGate>()
 }
 
 /// Takes a token from the client's bucket of `limit`, when there is one.

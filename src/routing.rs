@@ -171,6 +171,8 @@ pub struct Route {
     pub max_body_bytes: Option<Option<u64>>,
     /// Requests per client address over time, for the requests this route matches.
     pub rate_limit: Option<std::sync::Arc<crate::limits::rate::RateLimiter>>,
+    /// Only clients with a verified certificate (`client_certificate: required`); 403 else.
+    pub client_certificate_required: bool,
 }
 
 impl Route {
@@ -364,6 +366,7 @@ mod tests {
         Route {
             max_body_bytes: None,
             rate_limit: None,
+            client_certificate_required: false,
             name: name.into(),
             listeners,
             hosts: hosts

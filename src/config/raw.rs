@@ -121,6 +121,7 @@ pub struct RawListenerTls {
 #[serde(deny_unknown_fields)]
 pub struct RawClientAuth {
     pub mode: String,
+    pub headers: Option<bool>,
     pub ca: Option<String>,
     #[serde(default)]
     pub pins: Vec<RawPin>,
@@ -288,6 +289,7 @@ pub struct RawRoute {
     pub redirect: Option<RawRedirect>,
     pub limits: Option<RawRouteLimits>,
     pub rate_limit: Option<RawRateLimit>,
+    pub client_certificate: Option<String>,
 }
 
 /// `set`/`remove` header rewrites.

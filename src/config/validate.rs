@@ -436,6 +436,20 @@ impl Validator<'_> {
             .rate_limit
             .as_ref()
             .and_then(|r| self.rate_limit(r, &path.key("rate_limit")));
+        let client_certificate_required = match raw.client_certificate.as_deref() {
+            None | Some("optional") => false,
+            Some("required") => true,
+            Some(other) => {
+                self.err(
+                    path.key("client_certificate"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "required or optional",
+                    },
+                );
+                false
+            }
+        };
         Some(Route {
             name: raw.name.clone(),
             listeners: route_listeners,
@@ -446,6 +460,7 @@ impl Validator<'_> {
             response_headers,
             max_body_bytes,
             rate_limit,
+            client_certificate_required,
         })
     }
 

@@ -9,7 +9,7 @@ use openssl::asn1::Asn1Time;
 use openssl::error::ErrorStack;
 use openssl::ssl::{SslRef, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509Ref, X509StoreContextRef, X509VerifyResult, X509};
+use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult, X509};
 use std::fmt;
 use std::sync::Arc;
 
@@ -22,8 +22,22 @@ pub const DEFAULT_VERIFY_DEPTH: u32 = 2;
 const CERT_NOT_YET_VALID: i32 = 9;
 const CERT_HAS_EXPIRED: i32 = 10;
 
+/// Whether a client certificate is a condition of the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// No acceptable certificate, no connection.
+    Require,
+    /// Asked for; the connection goes on without one (or with one that fails the checks), and
+    /// routes with `client_certificate: required` answer 403.
+    Optional,
+}
+
 /// What a listener asks of its clients' certificates.
 pub struct ClientAuth {
+    /// Whether the handshake requires the certificate.
+    pub mode: ClientAuthMode,
+    /// Pass the client's identity to backends in `X-Client-Cert*` headers.
+    pub headers: bool,
     /// Trusted roots for the client's chain; `None` when only pins decide.
     pub ca: Option<Arc<Box<[X509]>>>,
     /// Client keys let in; empty when only the CA decides.
@@ -38,20 +52,26 @@ impl fmt::Debug for ClientAuth {
             .field("ca", &self.ca.as_ref().map(|c| c.len()))
             .field("pins", &self.pins)
             .field("verify_depth", &self.verify_depth)
+            .field("mode", &self.mode)
+            .field("headers", &self.headers)
             .finish()
     }
 }
 
 impl ClientAuth {
-    /// Makes the handshake on `ssl` require a client certificate that passes [`Self::verdict`].
-    /// The verify mode is set first, so that a failure to set up the CA store still refuses
-    /// every client (fail closed).
-    pub fn require(self: &Arc<Self>, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+    /// Makes the handshake on `ssl` ask for a client certificate; with `require`, one that
+    /// passes [`Self::verdict`] is a condition of the handshake. The verify mode is set first,
+    /// so that a failure to set up the CA store still refuses every client (fail closed).
+    pub fn apply(self: &Arc<Self>, ssl: &mut SslRef) -> Result<(), ErrorStack> {
         let policy = self.clone();
-        ssl.set_verify_callback(
-            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-            move |preverified, ctx| policy.verdict(preverified, ctx),
-        );
+        match self.mode {
+            ClientAuthMode::Require => ssl.set_verify_callback(
+                SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                move |preverified, ctx| policy.verdict(preverified, ctx),
+            ),
+            // The handshake goes on whatever the certificate; `identify` judges it after.
+            ClientAuthMode::Optional => ssl.set_verify_callback(SslVerifyMode::PEER, |_, _| true),
+        }
         ssl.param_mut()
             .set_depth(i32::try_from(self.verify_depth).unwrap_or(i32::MAX));
         let mut store = X509StoreBuilder::new()?;
@@ -125,11 +145,119 @@ impl ClientAuth {
     }
 }
 
-/// What the handshake of a client on a listener with `client_auth` came to, kept with the
-/// connection (Pingora's TLS digest extension): the proxy closes a connection whose client
-/// was not accepted before reading anything from it.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientCheck {
-    /// The client's certificate passed [`ClientAuth::established`].
-    pub accepted: bool,
+/// A client's certificate as the handshake left it, kept with the connection (Pingora's TLS
+/// digest extension) for the proxy: whether it passed the checks, and what backends are told.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    /// `None` when the client presented no certificate; the refusal reason when it failed.
+    pub verdict: Result<(), Option<String>>,
+    /// What the certificate says, when there is one.
+    pub certificate: Option<Presented>,
+}
+
+/// The fields of a presented client certificate, formatted as nginx's `$ssl_client_*`.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// Subject, RFC 2253 (`CN=alice,O=Example`).
+    pub subject: String,
+    /// Issuer, RFC 2253.
+    pub issuer: String,
+    /// Serial number, upper-case hex.
+    pub serial: String,
+    /// End of validity (`Nov 29 07:00:00 2026 GMT`).
+    pub not_after: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, base64, as `pinion pin` prints it.
+    pub pin: String,
+    /// The PEM certificate, percent-encoded (nginx's `$ssl_client_escaped_cert`).
+    pub escaped_pem: String,
+}
+
+impl ClientIdentity {
+    /// Whether a certificate came and passed the checks.
+    pub fn verified(&self) -> bool {
+        self.verdict.is_ok()
+    }
+
+    /// `SUCCESS`, `NONE` or `FAILED:<reason>`, as in `X-Client-Cert-Verify`.
+    pub fn verify_label(&self) -> String {
+        match &self.verdict {
+            Ok(()) => "SUCCESS".to_owned(),
+            Err(None) => "NONE".to_owned(),
+            Err(Some(why)) => format!("FAILED:{why}"),
+        }
+    }
+}
+
+impl ClientAuth {
+    /// Judges and describes the client of an established connection (resumed sessions too,
+    /// which skip the certificate exchange).
+    pub fn identify(&self, ssl: &SslRef) -> ClientIdentity {
+        let certificate = ssl.peer_certificate();
+        let verdict = match &certificate {
+            None => Err(None),
+            Some(_) => self.established(ssl).map_err(Some),
+        };
+        ClientIdentity {
+            verdict,
+            certificate: certificate.as_deref().map(describe),
+        }
+    }
+}
+
+fn describe(cert: &X509Ref) -> Presented {
+    let pem = cert
+        .to_pem()
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+        .unwrap_or_default();
+    Presented {
+        subject: rfc2253(cert.subject_name()),
+        issuer: rfc2253(cert.issuer_name()),
+        serial: cert
+            .serial_number()
+            .to_bn()
+            .and_then(|n| n.to_hex_str().map(|h| h.to_string()))
+            .unwrap_or_default(),
+        not_after: cert.not_after().to_string(),
+        pin: Pin::of_cert(cert)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        escaped_pem: percent_encode(&pem),
+    }
+}
+
+/// A distinguished name as RFC 2253 writes it: last entry first, `,` between, with `,`, `+`,
+/// `"`, `\`, `<`, `>`, `;` escaped; characters a header cannot carry become `?`.
+fn rfc2253(name: &X509NameRef) -> String {
+    let mut out = String::new();
+    for entry in name.entries().collect::<Vec<_>>().iter().rev() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(entry.object().nid().short_name().unwrap_or("?"));
+        out.push('=');
+        let value = entry.data().to_string().unwrap_or_default();
+        for c in value.chars() {
+            if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+                out.push('\\');
+            }
+            out.push(if c.is_control() { '?' } else { c });
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(text.len() * 3 / 2);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
 }

@@ -9,8 +9,8 @@
 //! needs for all of one. Here the next session exists only once its first bytes are read.
 
 use super::caps::Caps;
-use super::client_auth::ClientCheck;
 use super::proxy_protocol::ProxyProtocolGate;
+use super::ClientGate;
 use crate::proxy::CLIENT_IDLE_TIMEOUT;
 use crate::server::drain::Closer;
 use async_trait::async_trait;
@@ -148,10 +148,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         let _counted = self.closer.connection();
         let digest = stream.get_ssl_digest();
         let tls = digest.is_some();
-        let refused = digest
+        // A client that `client_auth: require` refused after its handshake (a resumed session
+        // skips the certificate exchange) is closed before anything is read.
+        let gate = digest
             .as_ref()
-            .and_then(|d| d.extension.get::<ClientCheck>());
-        if refused.is_some_and(|c| !c.accepted) {
+            .and_then(|d| d.extension.get::<ClientGate>());
+        if gate.is_some_and(|g| !g.admit) {
             return None;
         }
         // TLS streams had their header read before the handshake (PreTlsProcess).

@@ -1,6 +1,7 @@
 //! Headers toward the backend: the request target's authority and the X-Forwarded-* set.
 
 use crate::config::ForwardedFor;
+use crate::listener::client_auth::ClientIdentity;
 use crate::listener::Cidr;
 use crate::routing::HeaderRewrite;
 use http::{HeaderName, HeaderValue};
@@ -59,6 +60,20 @@ impl Forwarded<'_> {
     /// True-Client-IP, CF-Connecting-IP) are removed; from a trusted proxy they are kept and
     /// X-Forwarded-For is extended.
     pub fn apply(&self, req: &mut RequestHeader) -> Result<()> {
+        // Client-certificate headers come from the gateway only, whoever the peer is; from an
+        // untrusted peer the client-address headers go too. Only the names the request
+        // carries are looked at: nothing is allocated when there are none.
+        let dropped: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| {
+                n.as_str().starts_with("x-client-cert") || (!self.trusted && spoofable(n.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in dropped {
+            req.remove_header(&name);
+        }
         let previous_hops = if self.trusted {
             let list: Vec<&str> = req
                 .headers
@@ -70,15 +85,6 @@ impl Forwarded<'_> {
                 .collect();
             (!list.is_empty()).then(|| list.join(", "))
         } else {
-            let spoofable: Vec<http::HeaderName> = req
-                .headers
-                .keys()
-                .filter(|n| spoofable(n.as_str()))
-                .cloned()
-                .collect();
-            for name in spoofable {
-                req.remove_header(&name);
-            }
             None
         };
         if req.headers.get(http::header::HOST).is_none() {
@@ -159,6 +165,53 @@ static X_ORIGINAL_HOST: Name = Name(
     "X-Original-Host",
 );
 static X_REQUEST_ID: Name = Name(HeaderName::from_static("x-request-id"), "X-Request-Id");
+
+static X_CLIENT_CERT: Name = Name(HeaderName::from_static("x-client-cert"), "X-Client-Cert");
+static X_CLIENT_CERT_SUBJECT: Name = Name(
+    HeaderName::from_static("x-client-cert-subject"),
+    "X-Client-Cert-Subject",
+);
+static X_CLIENT_CERT_ISSUER: Name = Name(
+    HeaderName::from_static("x-client-cert-issuer"),
+    "X-Client-Cert-Issuer",
+);
+static X_CLIENT_CERT_SERIAL: Name = Name(
+    HeaderName::from_static("x-client-cert-serial"),
+    "X-Client-Cert-Serial",
+);
+static X_CLIENT_CERT_NOT_AFTER: Name = Name(
+    HeaderName::from_static("x-client-cert-not-after"),
+    "X-Client-Cert-Not-After",
+);
+static X_CLIENT_CERT_PIN: Name = Name(
+    HeaderName::from_static("x-client-cert-pin"),
+    "X-Client-Cert-Pin",
+);
+static X_CLIENT_CERT_VERIFY: Name = Name(
+    HeaderName::from_static("x-client-cert-verify"),
+    "X-Client-Cert-Verify",
+);
+
+/// Tells the backend who the client is (`tls.client_auth.headers`): `X-Client-Cert-Verify`
+/// always (`SUCCESS`, `NONE`, `FAILED:<reason>`), and for a presented certificate its subject,
+/// issuer, serial, end of validity, pin and the percent-encoded PEM (nginx's
+/// `$ssl_client_escaped_cert`). The client's own headers of these names were removed by
+/// [`Forwarded::apply`].
+pub fn client_certificate(req: &mut RequestHeader, identity: &ClientIdentity) {
+    let mut set = |name: &Name, value: &str| match HeaderValue::from_str(value) {
+        Ok(v) => put(req, name, v, false),
+        Err(_) => log::debug!("{} not sent: not a valid header value", name.1),
+    };
+    set(&X_CLIENT_CERT_VERIFY, &identity.verify_label());
+    if let Some(c) = &identity.certificate {
+        set(&X_CLIENT_CERT_SUBJECT, &c.subject);
+        set(&X_CLIENT_CERT_ISSUER, &c.issuer);
+        set(&X_CLIENT_CERT_SERIAL, &c.serial);
+        set(&X_CLIENT_CERT_NOT_AFTER, &c.not_after);
+        set(&X_CLIENT_CERT_PIN, &c.pin);
+        set(&X_CLIENT_CERT, &c.escaped_pem);
+    }
+}
 
 /// Sets a header, unless `keep` and the request already has one. The name is not parsed or
 /// copied again: for names outside the standard set that would cost two allocations a header.

@@ -3,7 +3,7 @@
 //! every other client is refused during or right after its handshake and nothing it sends
 //! reaches a backend.
 
-use crate::harness::{Backend, Ca, Env, Identity};
+use crate::harness::{one, Backend, Ca, Env, Identity};
 use openssl::asn1::Asn1Time;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
@@ -23,6 +23,21 @@ fn get(port: u16, client: Option<&Identity>) -> Result<u16, String> {
 
 /// [`get`] with the highest TLS version the client offers.
 fn get_with(port: u16, client: Option<&Identity>, max: Option<SslVersion>) -> Result<u16, String> {
+    send(
+        port,
+        client,
+        max,
+        "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+}
+
+/// Sends `raw` over TLS, presenting `client` when given; the response's status.
+fn send(
+    port: u16,
+    client: Option<&Identity>,
+    max: Option<SslVersion>,
+    raw: &str,
+) -> Result<u16, String> {
     let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
     b.set_max_proto_version(max).unwrap();
@@ -36,7 +51,7 @@ fn get_with(port: u16, client: Option<&Identity>, max: Option<SslVersion>) -> Re
         .build()
         .connect("localhost", tcp)
         .map_err(|e| format!("handshake: {e}"))?;
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    s.write_all(raw.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -178,4 +193,105 @@ fn with_a_ca_and_pins_both_must_hold() {
         "pinned, not issued"
     );
     assert_eq!(backend.requests().len(), 1);
+}
+
+/// A listener with `mode: optional` and the CA, a route open to all and one that requires a
+/// verified certificate.
+fn optional_gateway(env: Env, backend: &Backend) -> crate::harness::gateway::Gateway {
+    let yaml = format!(
+        "{}      client_auth:\n        mode: optional\n        ca: clients-ca.pem\n    error_pages:\n      403: 403.html\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: secure\n    paths: [\"/secure\"]\n    pool: p\n    client_certificate: required\n  - name: open\n    pool: p\n",
+        env.listeners(),
+        backend.port,
+    );
+    std::fs::write(
+        env.path().join("403.html"),
+        "<h1>certificate required</h1>\n",
+    )
+    .unwrap();
+    env.start(&yaml)
+}
+
+fn request(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: a\r\n{extra}Connection: close\r\n\r\n")
+}
+
+#[test]
+fn optional_mode_lets_every_client_in_and_a_route_can_require_a_verified_certificate() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    let good = ca.issue(&["good.client"]);
+    let foreign = Ca::new("elsewhere").issue(&["foreign.client"]);
+    let gw = optional_gateway(env, &backend);
+    let port = gw.port();
+    // Spoofed identity headers are removed, whatever the client presents.
+    let spoof = "X-Client-Cert-Subject: CN=admin\r\nX-Client-Cert: forged\r\nX-Client-Cert-Verify: SUCCESS\r\n";
+    assert_eq!(
+        send(port, None, None, &request("/open/none", spoof)),
+        Ok(200)
+    );
+    assert_eq!(send(port, None, None, &request("/secure", spoof)), Ok(403));
+    assert_eq!(
+        send(port, Some(&foreign), None, &request("/open/foreign", spoof)),
+        Ok(200)
+    );
+    assert_eq!(
+        send(port, Some(&foreign), None, &request("/secure", "")),
+        Ok(403)
+    );
+    assert_eq!(
+        send(port, Some(&good), None, &request("/secure", spoof)),
+        Ok(200)
+    );
+    let seen = backend.requests();
+    let at = |target: &str| {
+        seen.iter()
+            .find(|r| r.target == target)
+            .unwrap_or_else(|| panic!("{target} not forwarded: {seen:?}"))
+    };
+    let none = at("/open/none");
+    assert_eq!(one(none, "x-client-cert-verify"), Some("NONE"));
+    assert_eq!(
+        one(none, "x-client-cert-subject"),
+        None,
+        "spoofed subject removed"
+    );
+    assert_eq!(
+        one(none, "x-client-cert"),
+        None,
+        "spoofed certificate removed"
+    );
+    let failed = one(at("/open/foreign"), "x-client-cert-verify").unwrap_or_default();
+    assert!(failed.starts_with("FAILED:"), "{failed}");
+    let secure = at("/secure");
+    assert_eq!(one(secure, "x-client-cert-verify"), Some("SUCCESS"));
+    assert_eq!(one(secure, "x-client-cert-subject"), Some("CN=good.client"));
+    assert_eq!(one(secure, "x-client-cert-issuer"), Some("CN=clients"));
+    assert_eq!(one(secure, "x-client-cert-pin"), Some(good.pin().as_str()));
+    let pem = one(secure, "x-client-cert").unwrap_or_default();
+    assert!(pem.starts_with("-----BEGIN%20CERTIFICATE-----%0A"), "{pem}");
+    assert_eq!(
+        seen.iter().filter(|r| r.target == "/secure").count(),
+        1,
+        "the refused /secure requests never reached the backend"
+    );
+}
+
+#[test]
+fn identity_headers_from_a_client_are_removed_on_listeners_without_client_auth() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let gw = env.serve(
+        &format!(
+            "  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\n",
+            backend.port
+        ),
+        "  - name: all\n    pool: p\n",
+    );
+    let spoof = "X-Client-Cert-Verify: SUCCESS\r\nX-Client-Cert-Pin: abc\r\n";
+    assert_eq!(send(gw.port(), None, None, &request("/", spoof)), Ok(200));
+    let r = &backend.requests()[0];
+    assert_eq!(one(r, "x-client-cert-verify"), None);
+    assert_eq!(one(r, "x-client-cert-pin"), None);
 }

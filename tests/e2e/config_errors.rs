@@ -158,7 +158,7 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
         (
             format!("{LISTENER}    error_pages: {{418: good.pem}}\n{POOL}{ROUTE}"),
             ":8:24: listeners[0].error_pages.418",
-            &["400, 404, 413, 414, 429, 431, 500, 502, 503 or 504"],
+            &["400, 403, 404, 413, 414, 429, 431, 500, 502, 503 or 504"],
         ),
         (
             format!("{LISTENER}    trusted_proxies: [10.0.0.0/40]\n{POOL}{ROUTE}"),

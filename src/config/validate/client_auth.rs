@@ -3,7 +3,7 @@
 use super::{Problem, Validator};
 use crate::config::locate::KeyPath;
 use crate::config::raw::RawClientAuth;
-use crate::listener::client_auth::{ClientAuth, DEFAULT_VERIFY_DEPTH};
+use crate::listener::client_auth::{ClientAuth, ClientAuthMode, DEFAULT_VERIFY_DEPTH};
 use crate::tls::{read_certificates, PinSet};
 use std::sync::Arc;
 
@@ -15,15 +15,20 @@ impl Validator<'_> {
         path: &KeyPath,
     ) -> Option<Arc<ClientAuth>> {
         let before = self.problems.len();
-        if raw.mode != "require" {
-            self.err(
-                path.key("mode"),
-                Problem::BadChoice {
-                    value: raw.mode.clone(),
-                    expected: "require",
-                },
-            );
-        }
+        let mode = match raw.mode.as_str() {
+            "require" => ClientAuthMode::Require,
+            "optional" => ClientAuthMode::Optional,
+            other => {
+                self.err(
+                    path.key("mode"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "require or optional",
+                    },
+                );
+                ClientAuthMode::Require
+            }
+        };
         let ca = raw.ca.as_ref().and_then(|rel| {
             let (file, bytes) = self.read(&path.key("ca"), rel)?;
             match read_certificates(&bytes) {
@@ -67,6 +72,8 @@ impl Validator<'_> {
             return None;
         }
         Some(Arc::new(ClientAuth {
+            mode,
+            headers: raw.headers.unwrap_or(true),
             ca,
             pins: PinSet::new(pins),
             verify_depth,

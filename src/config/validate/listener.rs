@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Statuses pinion itself answers with, which an error page may replace.
-const ERROR_PAGE_CODES: [u16; 10] = [400, 404, 413, 414, 429, 431, 500, 502, 503, 504];
+const ERROR_PAGE_CODES: [u16; 11] = [400, 403, 404, 413, 414, 429, 431, 500, 502, 503, 504];
 const MAX_ERROR_PAGE: usize = 1024 * 1024;
 
 impl Validator<'_> {
@@ -147,7 +147,7 @@ impl Validator<'_> {
                 path.clone(),
                 Problem::BadChoice {
                     value: code.to_string(),
-                    expected: "a status the gateway generates: 400, 404, 413, 414, 429, 431, 500, 502, 503 or 504",
+                    expected: "a status the gateway generates: 400, 403, 404, 413, 414, 429, 431, 500, 502, 503 or 504",
                 },
             );
             return None;
