@@ -182,6 +182,8 @@ pub struct CertKeyFiles {
     pub private_key: PKey<Private>,
     /// Lower-case names SNI selects it by: its DNS SANs, else its CN.
     pub names: Vec<String>,
+    /// The client certificate policy for the names it serves, instead of the listener's.
+    pub client_auth: Option<Arc<crate::listener::client_auth::ClientAuth>>,
 }
 
 /// One pool.

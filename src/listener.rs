@@ -162,6 +162,8 @@ fn settings(
 pub struct ClientGate {
     /// The connection may be served.
     pub admit: bool,
+    /// Backends are told who the client is (`client_auth.headers`).
+    pub headers: bool,
     /// The client's certificate and its verdict.
     pub identity: client_auth::ClientIdentity,
 }
@@ -230,17 +232,17 @@ impl TlsAccept for LiveTls {
     async fn certificate_callback(&self, ssl: &mut SslRef) {
         let gen = self.gw.current();
         let Some(tls) = self.of(&gen) else { return };
-        if let Some(auth) = &tls.client_auth {
-            // The verify mode is set before anything can fail: a client is never let in
-            // unchecked.
-            if let Err(e) = auth.apply(ssl) {
-                warn!("cannot set up client certificate checks: {e}; clients are refused");
-            }
-        }
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_owned);
         let Some(chosen) = pick(&tls.certificates, sni.as_deref()) else {
             return;
         };
+        // The host name's own policy, else the listener's. The verify mode is set before
+        // anything can fail: a client is never let in unchecked.
+        if let Some(auth) = chosen.client_auth.as_ref().or(tls.client_auth.as_ref()) {
+            if let Err(e) = auth.apply(ssl) {
+                warn!("cannot set up client certificate checks: {e}; clients are refused");
+            }
+        }
         let Some((leaf, intermediates)) = chosen.chain.split_first() else {
             return;
         };
@@ -262,7 +264,11 @@ impl TlsAccept for LiveTls {
         ssl: &SslRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         let gen = self.gw.current();
-        let auth = self.of(&gen)?.client_auth.as_ref()?;
+        let tls = self.of(&gen)?;
+        let chosen = pick(&tls.certificates, ssl.servername(NameType::HOST_NAME));
+        let auth = chosen
+            .and_then(|c| c.client_auth.as_ref())
+            .or(tls.client_auth.as_ref())?;
         let identity = auth.identify(ssl);
         if let (Err(Some(why)), client_auth::ClientAuthMode::Require) =
             (&identity.verdict, auth.mode)
@@ -271,6 +277,7 @@ impl TlsAccept for LiveTls {
         }
         Some(Arc::new(ClientGate {
             admit: auth.mode == client_auth::ClientAuthMode::Optional || identity.verified(),
+            headers: auth.headers,
             identity,
         }))
     }

@@ -313,14 +313,8 @@ impl ProxyHttp for Proxy {
             request_id: &ctx.request_id,
         };
         forwarded.apply(upstream_request)?;
-        let tls = l.and_then(|l| l.tls.as_ref());
-        if tls
-            .and_then(|t| t.client_auth.as_ref())
-            .is_some_and(|a| a.headers)
-        {
-            if let Some(gate) = client_gate(session) {
-                headers::client_certificate(upstream_request, &gate.identity);
-            }
+        if let Some(gate) = client_gate(session).filter(|g| g.headers) {
+            headers::client_certificate(upstream_request, &gate.identity);
         }
         let pool = ctx.pool.and_then(|p| gen.pools.get(p));
         let host = pool.and_then(|p| match &p.host_header {

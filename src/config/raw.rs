@@ -108,7 +108,7 @@ pub struct RawRouteLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
-    pub certificates: Vec<RawCertKey>,
+    pub certificates: Vec<RawListenerCert>,
     pub min_version: Option<Scalar>,
     pub max_version: Option<Scalar>,
     pub ciphers: Option<String>,
@@ -126,6 +126,16 @@ pub struct RawClientAuth {
     #[serde(default)]
     pub pins: Vec<RawPin>,
     pub verify_depth: Option<u64>,
+}
+
+/// One of `listeners[].tls.certificates`: a chain, its key, and optionally the client
+/// certificate policy of the host names it serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerCert {
+    pub cert: String,
+    pub key: String,
+    pub client_auth: Option<RawClientAuth>,
 }
 
 /// A certificate chain file and its private key file.

@@ -295,3 +295,104 @@ fn identity_headers_from_a_client_are_removed_on_listeners_without_client_auth()
     assert_eq!(one(r, "x-client-cert-verify"), None);
     assert_eq!(one(r, "x-client-cert-pin"), None);
 }
+
+/// A TLS connector presenting `client`, offering `alpn` when given.
+fn connector_for(client: Option<&Identity>, alpn: Option<&[u8]>) -> SslConnector {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    if let Some(id) = client {
+        b.set_certificate(&id.cert).unwrap();
+        b.set_private_key(&id.key).unwrap();
+    }
+    if let Some(protos) = alpn {
+        b.set_alpn_protos(protos).unwrap();
+    }
+    b.build()
+}
+
+/// One request to host `sni` (as SNI and Host); its status, or why there was none.
+fn get_host(port: u16, sni: &str, client: Option<&Identity>) -> Result<u16, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = connector_for(client, None)
+        .connect(sni, tcp)
+        .map_err(|e| format!("handshake: {e}"))?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no response: {text:?}"))
+}
+
+#[test]
+fn each_host_name_can_have_its_own_client_certificate_policy() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    Identity::self_signed(&["open.example"]).write(env.path(), "open");
+    Identity::self_signed(&["secure.example"]).write(env.path(), "secure");
+    let good = ca.issue(&["good.client"]);
+    let port = env.port;
+    let yaml = format!(
+        "listeners:\n  - name: https\n    bind: 127.0.0.1:{port}\n    tls:\n      certificates:\n        - cert: open.pem\n          key: open.key\n        - cert: secure.pem\n          key: secure.key\n          client_auth:\n            mode: require\n            ca: clients-ca.pem\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        backend.port
+    );
+    let gw = env.start(&yaml);
+    assert_eq!(get_host(gw.port(), "open.example", None), Ok(200));
+    assert!(
+        get_host(gw.port(), "secure.example", None).is_err(),
+        "the secure name requires a client certificate"
+    );
+    assert_eq!(get_host(gw.port(), "secure.example", Some(&good)), Ok(200));
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        one(&seen[1], "x-client-cert-verify"),
+        Some("SUCCESS"),
+        "the secure name's policy tells the backend"
+    );
+    assert_eq!(
+        one(&seen[0], "x-client-cert-verify"),
+        None,
+        "the open name has no policy"
+    );
+}
+
+#[test]
+fn http2_clients_present_certificates_alike() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    let good = ca.issue(&["h2.client"]);
+    let gw = gateway(
+        env,
+        &backend,
+        "        mode: require\n        ca: clients-ca.pem\n",
+    );
+    let port = gw.port();
+    let status = crate::harness::client::block_on(async {
+        let tls =
+            crate::harness::client::tls_stream(&connector_for(Some(&good), Some(b"\x02h2")), port)
+                .await?;
+        if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
+            return Err("h2 not negotiated".to_owned());
+        }
+        let (client, conn) = h2::client::handshake(tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let req = http::Request::get("https://a/h2").body(()).unwrap();
+        let (resp, _) = client.send_request(req, true).map_err(|e| e.to_string())?;
+        Ok::<u16, String>(resp.await.map_err(|e| e.to_string())?.status().as_u16())
+    });
+    assert_eq!(status, Ok(200));
+    let seen = backend.requests();
+    assert_eq!(one(&seen[0], "x-client-cert-subject"), Some("CN=h2.client"));
+}

@@ -223,9 +223,21 @@ impl Validator<'_> {
             .certificates
             .iter()
             .enumerate()
-            .filter_map(|(i, ck)| {
-                self.cert_key(ck, &certs_path.index(i))
-                    .map(|(files, ..)| files)
+            .filter_map(|(i, c)| {
+                let here = certs_path.index(i);
+                let ck = RawCertKey {
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                };
+                let client_auth = c
+                    .client_auth
+                    .as_ref()
+                    .and_then(|a| self.client_auth(a, &here.key("client_auth")));
+                let (files, ..) = self.cert_key(&ck, &here)?;
+                Some(CertKeyFiles {
+                    client_auth,
+                    ..files
+                })
             })
             .collect();
         let min_version = self.version(
@@ -351,6 +363,7 @@ impl Validator<'_> {
             chain: certs.clone(),
             private_key: key.clone(),
             names,
+            client_auth: None,
         };
         Some((files, certs, key))
     }
