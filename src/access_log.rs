@@ -65,6 +65,10 @@ pub struct Entry<'a> {
     pub referer: Option<&'a str>,
     /// User-Agent header.
     pub user_agent: Option<&'a str>,
+    /// The client certificate's subject, on `client_auth` listeners.
+    pub client_subject: Option<&'a str>,
+    /// The client certificate's pin (SPKI SHA-256, base64).
+    pub client_pin: Option<&'a str>,
 }
 
 /// A running access log.
@@ -360,6 +364,10 @@ fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     json_opt(e.referer, out);
     out.extend_from_slice(b",\"user_agent\":");
     json_opt(e.user_agent, out);
+    out.extend_from_slice(b",\"client_subject\":");
+    json_opt(e.client_subject, out);
+    out.extend_from_slice(b",\"client_pin\":");
+    json_opt(e.client_pin, out);
     out.extend_from_slice(b"}\n");
 }
 
@@ -375,8 +383,14 @@ fn combined(e: &Entry<'_>) -> String {
             s.to_owned()
         }
     };
+    let client_cert = match (e.client_subject, e.client_pin) {
+        (Some(subject), Some(pin)) => {
+            format!(" client_subject=\"{}\" client_pin={pin}", q(subject))
+        }
+        _ => String::new(),
+    };
     format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" listener={} route={} pool={} server={} duration_ms={:.3} upstream_tls={} request_id={}\n",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" listener={} route={} pool={} server={} duration_ms={:.3} upstream_tls={} request_id={}{client_cert}\n",
         e.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
         t.format("%d/%b/%Y:%H:%M:%S %z"),
         q(e.method),
@@ -437,6 +451,8 @@ mod tests {
             request_id: "abc",
             referer: None,
             user_agent: Some("curl/8"),
+            client_subject: None,
+            client_pin: None,
         }
     }
 

@@ -7,7 +7,7 @@ pub mod certs;
 use crate::config::{self, ConfigError};
 use crate::server::{self, RunMode, StartError};
 use backend::{Backend, BackendError};
-use certs::{CertError, Identity};
+use certs::{Ca, CertError, Identity};
 use clap::Args;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,10 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     let trusted = Identity::self_signed(&["backend.demo"])?;
     trusted.write(&dir, "trusted-backend")?;
     let impostor = Identity::self_signed(&["backend.demo"])?;
+    // A client CA and one client certificate for the route that requires one.
+    let clients = Ca::new("pinion demo clients")?;
+    clients.write(&dir, "clients-ca")?;
+    clients.issue(&["demo-client"])?.write(&dir, "client")?;
     let good = Backend::https("trusted-backend", &trusted, "127.0.0.1:0")?;
     let bad = Backend::https("impostor-backend", &impostor, "127.0.0.1:0")?;
     let file = dir.join("pinion.yaml");
@@ -109,6 +113,9 @@ listeners:
       certificates:
         - cert: gateway.pem
           key: gateway.key
+      client_auth:
+        mode: optional          # every client gets in; /mtls/ requires a verified certificate
+        ca: clients-ca.pem
 pools:
   - name: trusted
     servers: [127.0.0.1:{good}]
@@ -124,6 +131,10 @@ pools:
       pins:
         - cert: trusted-backend.pem    # the server presents another key: every request gets 502
 routes:
+  - name: mtls
+    paths: [\"/mtls/*\"]
+    pool: trusted
+    client_certificate: required
   - name: untrusted
     paths: [\"/untrusted/*\"]
     pool: untrusted
@@ -154,6 +165,25 @@ fn instructions(file: &Path, args: &DemoArgs, good_pin: &str, bad_pin: &str) -> 
     let _ = writeln!(
         s,
         "      the backend receives no request bytes, and the log below says why"
+    );
+    let d = file.parent().map(Path::display);
+    let d = d.map(|d| d.to_string()).unwrap_or_default();
+    let _ = writeln!(s, "  curl -k https://localhost:{port}/mtls/hello");
+    let _ = writeln!(
+        s,
+        "      route \"mtls\" requires a client certificate: 403 without one"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -k --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/mtls/hello"
+    );
+    let _ = writeln!(
+        s,
+        "      200: the certificate chains to the demo's client CA; the backend is told who"
+    );
+    let _ = writeln!(
+        s,
+        "      the client is (X-Client-Cert-Subject: CN=demo-client)"
     );
     let _ = writeln!(
         s,

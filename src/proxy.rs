@@ -501,6 +501,7 @@ fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
     let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let pool = ctx.pool.and_then(|p| gen.pools.get(p));
     let server = pool.zip(ctx.server).and_then(|(p, s)| p.servers.get(s));
+    let certificate = client_gate(session).and_then(|g| g.identity.certificate.as_ref());
     log.record(&access_log::Entry {
         time: ctx.start.map(|(_, t)| t),
         client: ctx.client,
@@ -521,6 +522,8 @@ fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
         request_id: &ctx.request_id,
         referer: header(http::header::REFERER),
         user_agent: header(http::header::USER_AGENT),
+        client_subject: certificate.map(|c| c.subject.as_str()),
+        client_pin: certificate.map(|c| c.pin.as_str()),
     });
 }
 

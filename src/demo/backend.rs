@@ -256,7 +256,11 @@ fn exchange(mut s: impl Read + Write, state: &State, name: &str) {
                 .all("connection")
                 .iter()
                 .any(|v| v.eq_ignore_ascii_case("close"));
-            let body = format!("{name} {}\n", request.target);
+            // The gateway's word on the client's certificate, when it sends one (demo's /mtls/).
+            let body = match request.all("x-client-cert-subject").first() {
+                Some(client) => format!("{name} {} (client {client})\n", request.target),
+                None => format!("{name} {}\n", request.target),
+            };
             {
                 let mut kept = state
                     .requests

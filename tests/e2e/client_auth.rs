@@ -199,7 +199,7 @@ fn with_a_ca_and_pins_both_must_hold() {
 /// verified certificate.
 fn optional_gateway(env: Env, backend: &Backend) -> crate::harness::gateway::Gateway {
     let yaml = format!(
-        "{}      client_auth:\n        mode: optional\n        ca: clients-ca.pem\n    error_pages:\n      403: 403.html\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: secure\n    paths: [\"/secure\"]\n    pool: p\n    client_certificate: required\n  - name: open\n    pool: p\n",
+        "access_log:\n  path: access.log\n  format: json\n{}      client_auth:\n        mode: optional\n        ca: clients-ca.pem\n    error_pages:\n      403: 403.html\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: secure\n    paths: [\"/secure\"]\n    pool: p\n    client_certificate: required\n  - name: open\n    pool: p\n",
         env.listeners(),
         backend.port,
     );
@@ -276,6 +276,16 @@ fn optional_mode_lets_every_client_in_and_a_route_can_require_a_verified_certifi
         1,
         "the refused /secure requests never reached the backend"
     );
+    // The access log names the client by subject and pin.
+    let log = gw.env.path().join("access.log");
+    let line = crate::harness::wait_for("the access-log line", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["path"] == "/secure" && v["status"] == 200)
+    });
+    assert_eq!(line["client_subject"], "CN=good.client");
+    assert_eq!(line["client_pin"], good.pin());
 }
 
 #[test]
