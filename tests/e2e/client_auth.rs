@@ -406,3 +406,28 @@ fn http2_clients_present_certificates_alike() {
     let seen = backend.requests();
     assert_eq!(one(&seen[0], "x-client-cert-subject"), Some("CN=h2.client"));
 }
+
+#[test]
+fn the_pin_pinion_pin_prints_for_a_client_certificate_lets_that_client_in() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let client = Identity::self_signed(&["printed.client"]);
+    let (pem, _) = client.write(env.path(), "client");
+    let out = crate::harness::pinion()
+        .arg("pin")
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let pin = printed
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(pin, client.pin());
+    let auth = format!("        mode: require\n        pins:\n          - sha256: \"{pin}\"\n");
+    let gw = gateway(env, &backend, &auth);
+    assert_eq!(get(gw.port(), Some(&client)), Ok(200));
+    assert!(get(gw.port(), Some(&Identity::self_signed(&["x"]))).is_err());
+}
