@@ -176,6 +176,17 @@ struct LiveTls {
 }
 
 impl LiveTls {
+    /// Counts client-certificate refusals on this socket's listener in `gen`'s metrics.
+    fn reporter(&self, gen: &Arc<Generation>) -> client_auth::Report {
+        let gen = gen.clone();
+        let listener = gen.binds.lookup(self.bind);
+        Arc::new(move |why| {
+            if let Some(l) = listener {
+                gen.metrics.client_auth_failure(l, why);
+            }
+        })
+    }
+
     /// The TLS settings of the listener owning this socket, in `gen`.
     fn of<'g>(&self, gen: &'g Generation) -> Option<&'g ListenerTls> {
         let i = gen.binds.lookup(self.bind)?;
@@ -239,7 +250,8 @@ impl TlsAccept for LiveTls {
         // The host name's own policy, else the listener's. The verify mode is set before
         // anything can fail: a client is never let in unchecked.
         if let Some(auth) = chosen.client_auth.as_ref().or(tls.client_auth.as_ref()) {
-            if let Err(e) = auth.apply(ssl) {
+            let report = self.reporter(&gen);
+            if let Err(e) = auth.apply(ssl, report) {
                 warn!("cannot set up client certificate checks: {e}; clients are refused");
             }
         }
@@ -270,10 +282,15 @@ impl TlsAccept for LiveTls {
             .and_then(|c| c.client_auth.as_ref())
             .or(tls.client_auth.as_ref())?;
         let identity = auth.identify(ssl);
-        if let (Err(Some(why)), client_auth::ClientAuthMode::Require) =
-            (&identity.verdict, auth.mode)
-        {
-            log::info!("client refused after its handshake: {why}");
+        let require = auth.mode == client_auth::ClientAuthMode::Require;
+        if let Some(why) = identity.refusal {
+            // Without a certificate, a client of an `optional` listener has not failed.
+            if require || identity.certificate.is_some() {
+                (self.reporter(&gen))(why);
+            }
+            if require {
+                log::info!("client refused after its handshake: {}", why.label());
+            }
         }
         Some(Arc::new(ClientGate {
             admit: auth.mode == client_auth::ClientAuthMode::Optional || identity.verified(),

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::limits;
 use crate::listener::caps::CapRefusal;
+use crate::listener::client_auth::Refusal as ClientRefusal;
 use crate::pool::Pool;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +114,8 @@ pub struct Metrics {
     rejected: Vec<Arc<RejectedCounters>>,
     /// [listener]: connections refused by a cap, by [`CapRefusal::ALL`]
     refused: Vec<Arc<[AtomicU64; 2]>>,
+    /// [listener]: client certificates refused, by [`ClientRefusal::ALL`]
+    client_auth: Vec<Arc<[AtomicU64; 4]>>,
 }
 
 impl Metrics {
@@ -174,6 +177,7 @@ impl Metrics {
             .collect();
         let rejected = carried_by_listener(&listeners, previous, |m| &m.rejected);
         let refused = carried_by_listener(&listeners, previous, |m| &m.refused);
+        let client_auth = carried_by_listener(&listeners, previous, |m| &m.client_auth);
         Metrics {
             listeners,
             routes,
@@ -182,7 +186,14 @@ impl Metrics {
             servers,
             rejected,
             refused,
+            client_auth,
         }
+    }
+
+    /// Counts a client certificate refused by its listener's `client_auth`.
+    pub fn client_auth_failure(&self, listener: usize, why: ClientRefusal) {
+        let slot = ClientRefusal::ALL.iter().position(|r| *r == why);
+        add_at(self.client_auth.get(listener).map(|c| &c[..]), slot);
     }
 
     /// Counts a client connection closed at once for a cap of its listener.
@@ -306,6 +317,13 @@ impl Metrics {
         self.render_requests(&mut out);
         self.render_rejected(&mut out);
         self.render_refused(&mut out);
+        self.render_by_reason(
+            &mut out,
+            "pinion_client_auth_failures_total",
+            "Client certificates refused by their listener's client_auth, by reason.",
+            &ClientRefusal::ALL.map(ClientRefusal::label),
+            self.client_auth.iter().map(|c| &c[..]),
+        );
         self.render_latency(&mut out, pools);
         self.render_servers(&mut out, pools, now_unix);
         out

@@ -22,6 +22,42 @@ pub const DEFAULT_VERIFY_DEPTH: u32 = 2;
 const CERT_NOT_YET_VALID: i32 = 9;
 const CERT_HAS_EXPIRED: i32 = 10;
 
+/// Why a client certificate was refused, as the metric's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No certificate (counted where pinion sees it: resumed sessions, `optional` routes).
+    NoCertificate,
+    /// The chain does not verify against `ca`.
+    Untrusted,
+    /// The key is not on `pins`.
+    NotPinned,
+    /// Outside its validity period.
+    Expired,
+}
+
+impl Refusal {
+    /// Every reason, in the order of the metric's slots.
+    pub const ALL: [Refusal; 4] = [
+        Refusal::NoCertificate,
+        Refusal::Untrusted,
+        Refusal::NotPinned,
+        Refusal::Expired,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::Untrusted => "untrusted",
+            Refusal::NotPinned => "not_pinned",
+            Refusal::Expired => "expired",
+        }
+    }
+}
+
+/// Counts a refusal (the listener's metric).
+pub type Report = Arc<dyn Fn(Refusal) + Send + Sync>;
+
 /// Whether a client certificate is a condition of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuthMode {
@@ -62,12 +98,18 @@ impl ClientAuth {
     /// Makes the handshake on `ssl` ask for a client certificate; with `require`, one that
     /// passes [`Self::verdict`] is a condition of the handshake. The verify mode is set first,
     /// so that a failure to set up the CA store still refuses every client (fail closed).
-    pub fn apply(self: &Arc<Self>, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+    pub fn apply(self: &Arc<Self>, ssl: &mut SslRef, report: Report) -> Result<(), ErrorStack> {
         let policy = self.clone();
         match self.mode {
             ClientAuthMode::Require => ssl.set_verify_callback(
                 SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-                move |preverified, ctx| policy.verdict(preverified, ctx),
+                move |preverified, ctx| match policy.verdict(preverified, ctx) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        report(why);
+                        false
+                    }
+                },
             ),
             // The handshake goes on whatever the certificate; `identify` judges it after.
             ClientAuthMode::Optional => ssl.set_verify_callback(SslVerifyMode::PEER, |_, _| true),
@@ -84,7 +126,7 @@ impl ClientAuth {
     /// OpenSSL's question for each certificate of the client's chain (and each problem with
     /// it): may the handshake go on? The chain must verify against the CA when one is set; the
     /// client's own certificate must be valid now and, when pins are set, carry a pinned key.
-    fn verdict(&self, preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
+    fn verdict(&self, preverified: bool, ctx: &mut X509StoreContextRef) -> Result<(), Refusal> {
         let error = ctx.error();
         let depth = ctx.error_depth();
         let out_of_date = [CERT_NOT_YET_VALID, CERT_HAS_EXPIRED].contains(&error.as_raw());
@@ -93,20 +135,24 @@ impl ClientAuth {
                 "client certificate refused at depth {depth}: {}",
                 error.error_string()
             );
-            return false;
+            return Err(if out_of_date {
+                Refusal::Expired
+            } else {
+                Refusal::Untrusted
+            });
         }
         if depth != 0 {
-            return true;
+            return Ok(());
         }
         match ctx.current_cert().map(|c| self.pinned(c)) {
-            Some(Ok(())) => true,
+            Some(Ok(())) => Ok(()),
             Some(Err(why)) => {
                 info!("client certificate refused: {why}");
-                false
+                Err(Refusal::NotPinned)
             }
             None => {
                 info!("client certificate refused: OpenSSL gave no certificate to check");
-                false
+                Err(Refusal::NotPinned)
             }
         }
     }
@@ -126,20 +172,27 @@ impl ClientAuth {
     /// Checks an established connection once more, resumed sessions included (they skip the
     /// certificate exchange): a certificate must have been presented, its chain verified when a
     /// CA is set, its key pinned when pins are set, and it must still be valid.
-    pub fn established(&self, ssl: &SslRef) -> Result<(), String> {
+    pub fn established(&self, ssl: &SslRef) -> Result<(), (Refusal, String)> {
         let cert = ssl
             .peer_certificate()
-            .ok_or_else(|| "no client certificate".to_owned())?;
+            .ok_or_else(|| (Refusal::NoCertificate, "no client certificate".to_owned()))?;
         if self.ca.is_some() && ssl.verify_result() != X509VerifyResult::OK {
-            return Err(format!(
-                "its chain did not verify: {}",
-                ssl.verify_result().error_string()
+            return Err((
+                Refusal::Untrusted,
+                format!(
+                    "its chain did not verify: {}",
+                    ssl.verify_result().error_string()
+                ),
             ));
         }
-        self.pinned(&cert)?;
-        let now = Asn1Time::days_from_now(0).map_err(|e| e.to_string())?;
+        self.pinned(&cert)
+            .map_err(|why| (Refusal::NotPinned, why))?;
+        let now = Asn1Time::days_from_now(0).map_err(|e| (Refusal::Expired, e.to_string()))?;
         if cert.not_after() < now || cert.not_before() > now {
-            return Err("it is outside its validity period".to_owned());
+            return Err((
+                Refusal::Expired,
+                "it is outside its validity period".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -151,6 +204,8 @@ impl ClientAuth {
 pub struct ClientIdentity {
     /// `None` when the client presented no certificate; the refusal reason when it failed.
     pub verdict: Result<(), Option<String>>,
+    /// Why it failed, for the metric.
+    pub refusal: Option<Refusal>,
     /// What the certificate says, when there is one.
     pub certificate: Option<Presented>,
 }
@@ -193,12 +248,14 @@ impl ClientAuth {
     /// which skip the certificate exchange).
     pub fn identify(&self, ssl: &SslRef) -> ClientIdentity {
         let certificate = ssl.peer_certificate();
-        let verdict = match &certificate {
-            None => Err(None),
-            Some(_) => self.established(ssl).map_err(Some),
+        let (verdict, refusal) = match (&certificate, self.established(ssl)) {
+            (_, Ok(())) => (Ok(()), None),
+            (None, Err((why, _))) => (Err(None), Some(why)),
+            (Some(_), Err((why, text))) => (Err(Some(text)), Some(why)),
         };
         ClientIdentity {
             verdict,
+            refusal,
             certificate: certificate.as_deref().map(describe),
         }
     }

@@ -431,3 +431,45 @@ fn the_pin_pinion_pin_prints_for_a_client_certificate_lets_that_client_in() {
     assert_eq!(get(gw.port(), Some(&client)), Ok(200));
     assert!(get(gw.port(), Some(&Identity::self_signed(&["x"]))).is_err());
 }
+
+#[test]
+fn refused_client_certificates_are_counted_by_listener_and_reason() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    let issued_unpinned = ca.issue(&["unpinned.client"]);
+    let issued_pinned = ca.issue(&["pinned.client"]);
+    let old = expired();
+    let admin = crate::harness::free_port();
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}      client_auth:\n        mode: require\n        ca: clients-ca.pem\n        pins:\n          - sha256: \"{}\"\npools:\n  - name: p\n    probe: false\n    servers: [127.0.0.1:{}]\nroutes:\n  - name: all\n    pool: p\n",
+        env.listeners(),
+        issued_pinned.pin(),
+        backend.port,
+    );
+    let gw = env.start(&yaml);
+    assert_eq!(get(gw.port(), Some(&issued_pinned)), Ok(200));
+    assert!(get(gw.port(), Some(&issued_unpinned)).is_err());
+    assert!(get(gw.port(), Some(&Identity::self_signed(&["x"]))).is_err());
+    assert!(get(gw.port(), Some(&old)).is_err());
+    let m = crate::operations::metrics(admin);
+    let count = |reason| {
+        crate::operations::sample(
+            &m,
+            "pinion_client_auth_failures_total",
+            &[("listener", "https"), ("reason", reason)],
+        )
+    };
+    assert_eq!(count("not_pinned"), 1.0);
+    assert_eq!(
+        count("untrusted"),
+        2.0,
+        "the self-signed and the expired self-signed"
+    );
+    assert_eq!(
+        count("expired"),
+        0.0,
+        "an untrusted chain is refused before its dates"
+    );
+}
