@@ -164,6 +164,8 @@ pub struct ClientGate {
     pub admit: bool,
     /// Backends are told who the client is (`client_auth.headers`).
     pub headers: bool,
+    /// ... in `X-Forwarded-Client-Cert` too (`client_auth.xfcc`).
+    pub xfcc: bool,
     /// The client's certificate and its verdict.
     pub identity: client_auth::ClientIdentity,
 }
@@ -295,6 +297,7 @@ impl TlsAccept for LiveTls {
         Some(Arc::new(ClientGate {
             admit: auth.mode == client_auth::ClientAuthMode::Optional || identity.verified(),
             headers: auth.headers,
+            xfcc: auth.xfcc,
             identity,
         }))
     }

@@ -314,7 +314,7 @@ impl ProxyHttp for Proxy {
         };
         forwarded.apply(upstream_request)?;
         if let Some(gate) = client_gate(session).filter(|g| g.headers) {
-            headers::client_certificate(upstream_request, &gate.identity);
+            headers::client_certificate(upstream_request, &gate.identity, gate.xfcc);
         }
         let pool = ctx.pool.and_then(|p| gen.pools.get(p));
         let host = pool.and_then(|p| match &p.host_header {

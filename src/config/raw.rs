@@ -122,6 +122,7 @@ pub struct RawListenerTls {
 pub struct RawClientAuth {
     pub mode: String,
     pub headers: Option<bool>,
+    pub xfcc: Option<bool>,
     pub ca: Option<String>,
     #[serde(default)]
     pub pins: Vec<RawPin>,

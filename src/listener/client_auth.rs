@@ -7,6 +7,7 @@ use crate::tls::{Pin, PinSet};
 use log::info;
 use openssl::asn1::Asn1Time;
 use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
 use openssl::ssl::{SslRef, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult, X509};
@@ -74,6 +75,8 @@ pub struct ClientAuth {
     pub mode: ClientAuthMode,
     /// Pass the client's identity to backends in `X-Client-Cert*` headers.
     pub headers: bool,
+    /// Also in Envoy's `X-Forwarded-Client-Cert` (replacing any the client or a proxy sent).
+    pub xfcc: bool,
     /// Trusted roots for the client's chain; `None` when only pins decide.
     pub ca: Option<Arc<Box<[X509]>>>,
     /// Client keys let in; empty when only the CA decides.
@@ -90,6 +93,7 @@ impl fmt::Debug for ClientAuth {
             .field("verify_depth", &self.verify_depth)
             .field("mode", &self.mode)
             .field("headers", &self.headers)
+            .field("xfcc", &self.xfcc)
             .finish()
     }
 }
@@ -225,6 +229,19 @@ pub struct Presented {
     pub pin: String,
     /// The PEM certificate, percent-encoded (nginx's `$ssl_client_escaped_cert`).
     pub escaped_pem: String,
+    /// SHA-256 of the DER certificate, lower-case hex (Envoy's XFCC `Hash`).
+    pub hash: String,
+}
+
+impl Presented {
+    /// The `X-Forwarded-Client-Cert` element Envoy writes for this certificate.
+    pub fn xfcc(&self) -> String {
+        let quoted = self.subject.replace('\\', "\\\\").replace('"', "\\\"");
+        format!(
+            "Hash={};Cert=\"{}\";Subject=\"{quoted}\"",
+            self.hash, self.escaped_pem
+        )
+    }
 }
 
 impl ClientIdentity {
@@ -279,6 +296,10 @@ fn describe(cert: &X509Ref) -> Presented {
             .map(|p| p.to_string())
             .unwrap_or_default(),
         escaped_pem: percent_encode(&pem),
+        hash: cert
+            .digest(MessageDigest::sha256())
+            .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default(),
     }
 }
 

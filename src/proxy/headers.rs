@@ -187,6 +187,10 @@ static X_CLIENT_CERT_PIN: Name = Name(
     HeaderName::from_static("x-client-cert-pin"),
     "X-Client-Cert-Pin",
 );
+static X_FORWARDED_CLIENT_CERT: Name = Name(
+    HeaderName::from_static("x-forwarded-client-cert"),
+    "X-Forwarded-Client-Cert",
+);
 static X_CLIENT_CERT_VERIFY: Name = Name(
     HeaderName::from_static("x-client-cert-verify"),
     "X-Client-Cert-Verify",
@@ -197,19 +201,35 @@ static X_CLIENT_CERT_VERIFY: Name = Name(
 /// issuer, serial, end of validity, pin and the percent-encoded PEM (nginx's
 /// `$ssl_client_escaped_cert`). The client's own headers of these names were removed by
 /// [`Forwarded::apply`].
-pub fn client_certificate(req: &mut RequestHeader, identity: &ClientIdentity) {
-    let mut set = |name: &Name, value: &str| match HeaderValue::from_str(value) {
-        Ok(v) => put(req, name, v, false),
-        Err(_) => log::debug!("{} not sent: not a valid header value", name.1),
-    };
-    set(&X_CLIENT_CERT_VERIFY, &identity.verify_label());
+pub fn client_certificate(req: &mut RequestHeader, identity: &ClientIdentity, xfcc: bool) {
+    fn set(req: &mut RequestHeader, name: &Name, value: &str) {
+        match HeaderValue::from_str(value) {
+            Ok(v) => put(req, name, v, false),
+            Err(_) => log::debug!("{} not sent: not a valid header value", name.1),
+        }
+    }
+    set(req, &X_CLIENT_CERT_VERIFY, &identity.verify_label());
     if let Some(c) = &identity.certificate {
-        set(&X_CLIENT_CERT_SUBJECT, &c.subject);
-        set(&X_CLIENT_CERT_ISSUER, &c.issuer);
-        set(&X_CLIENT_CERT_SERIAL, &c.serial);
-        set(&X_CLIENT_CERT_NOT_AFTER, &c.not_after);
-        set(&X_CLIENT_CERT_PIN, &c.pin);
-        set(&X_CLIENT_CERT, &c.escaped_pem);
+        set(req, &X_CLIENT_CERT_SUBJECT, &c.subject);
+        set(req, &X_CLIENT_CERT_ISSUER, &c.issuer);
+        set(req, &X_CLIENT_CERT_SERIAL, &c.serial);
+        set(req, &X_CLIENT_CERT_NOT_AFTER, &c.not_after);
+        set(req, &X_CLIENT_CERT_PIN, &c.pin);
+        set(req, &X_CLIENT_CERT, &c.escaped_pem);
+    }
+    if xfcc {
+        // The gateway's element replaces what arrived (Envoy's SANITIZE_SET); a client
+        // without a verified certificate is sent none.
+        match identity
+            .certificate
+            .as_ref()
+            .filter(|_| identity.verified())
+        {
+            Some(c) => set(req, &X_FORWARDED_CLIENT_CERT, &c.xfcc()),
+            None => {
+                req.remove_header(&X_FORWARDED_CLIENT_CERT.0);
+            }
+        }
     }
 }
 

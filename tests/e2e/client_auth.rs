@@ -383,7 +383,7 @@ fn http2_clients_present_certificates_alike() {
     let gw = gateway(
         env,
         &backend,
-        "        mode: require\n        ca: clients-ca.pem\n",
+        "        mode: require\n        ca: clients-ca.pem\n        xfcc: true\n",
     );
     let port = gw.port();
     let status = crate::harness::client::block_on(async {
@@ -398,13 +398,27 @@ fn http2_clients_present_certificates_alike() {
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut client = client.ready().await.map_err(|e| e.to_string())?;
-        let req = http::Request::get("https://a/h2").body(()).unwrap();
+        let req = http::Request::get("https://a/h2")
+            .header("x-forwarded-client-cert", "Hash=forged")
+            .body(())
+            .unwrap();
         let (resp, _) = client.send_request(req, true).map_err(|e| e.to_string())?;
         Ok::<u16, String>(resp.await.map_err(|e| e.to_string())?.status().as_u16())
     });
     assert_eq!(status, Ok(200));
     let seen = backend.requests();
     assert_eq!(one(&seen[0], "x-client-cert-subject"), Some("CN=h2.client"));
+    // Envoy's format with `xfcc: true`; the client's own value is replaced.
+    let xfcc = one(&seen[0], "x-forwarded-client-cert").unwrap_or_default();
+    let hash: String = openssl::sha::sha256(&good.cert.to_der().unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        xfcc.starts_with(&format!("Hash={hash};Cert=\"-----BEGIN%20CERTIFICATE")),
+        "{xfcc}"
+    );
+    assert!(xfcc.ends_with(";Subject=\"CN=h2.client\""), "{xfcc}");
 }
 
 #[test]

@@ -74,6 +74,7 @@ impl Validator<'_> {
         Some(Arc::new(ClientAuth {
             mode,
             headers: raw.headers.unwrap_or(true),
+            xfcc: raw.xfcc.unwrap_or(false),
             ca,
             pins: PinSet::new(pins),
             verify_depth,
