@@ -115,7 +115,7 @@ pub struct Metrics {
     /// [listener]: connections refused by a cap, by [`CapRefusal::ALL`]
     refused: Vec<Arc<[AtomicU64; 2]>>,
     /// [listener]: client certificates refused, by [`ClientRefusal::ALL`]
-    client_auth: Vec<Arc<[AtomicU64; 4]>>,
+    client_auth: Vec<Arc<[AtomicU64; 5]>>,
 }
 
 impl Metrics {

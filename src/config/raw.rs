@@ -127,6 +127,7 @@ pub struct RawClientAuth {
     #[serde(default)]
     pub pins: Vec<RawPin>,
     pub verify_depth: Option<u64>,
+    pub crl: Option<String>,
 }
 
 /// One of `listeners[].tls.certificates`: a chain, its key, and optionally the client

@@ -10,7 +10,9 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{SslRef, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult, X509};
+use openssl::x509::{
+    CrlStatus, X509Crl, X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult, X509,
+};
 use std::fmt;
 use std::sync::Arc;
 
@@ -34,15 +36,18 @@ pub enum Refusal {
     NotPinned,
     /// Outside its validity period.
     Expired,
+    /// Listed in one of `crl`'s revocation lists.
+    Revoked,
 }
 
 impl Refusal {
     /// Every reason, in the order of the metric's slots.
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::NoCertificate,
         Refusal::Untrusted,
         Refusal::NotPinned,
         Refusal::Expired,
+        Refusal::Revoked,
     ];
 
     /// The `reason` label.
@@ -52,6 +57,7 @@ impl Refusal {
             Refusal::Untrusted => "untrusted",
             Refusal::NotPinned => "not_pinned",
             Refusal::Expired => "expired",
+            Refusal::Revoked => "revoked",
         }
     }
 }
@@ -83,6 +89,9 @@ pub struct ClientAuth {
     pub pins: PinSet,
     /// Certificates allowed between the client's and a trusted root.
     pub verify_depth: u32,
+    /// Revocation lists: a certificate of the client's chain listed by its issuer's CRL is
+    /// refused.
+    pub crls: Vec<X509Crl>,
 }
 
 impl fmt::Debug for ClientAuth {
@@ -91,6 +100,7 @@ impl fmt::Debug for ClientAuth {
             .field("ca", &self.ca.as_ref().map(|c| c.len()))
             .field("pins", &self.pins)
             .field("verify_depth", &self.verify_depth)
+            .field("crls", &self.crls.len())
             .field("mode", &self.mode)
             .field("headers", &self.headers)
             .field("xfcc", &self.xfcc)
@@ -145,6 +155,12 @@ impl ClientAuth {
                 Refusal::Untrusted
             });
         }
+        if let Some(cert) = ctx.current_cert() {
+            if let Err(why) = self.not_revoked(cert) {
+                info!("client certificate refused at depth {depth}: {why}");
+                return Err(Refusal::Revoked);
+            }
+        }
         if depth != 0 {
             return Ok(());
         }
@@ -158,6 +174,25 @@ impl ClientAuth {
                 info!("client certificate refused: OpenSSL gave no certificate to check");
                 Err(Refusal::NotPinned)
             }
+        }
+    }
+
+    /// Whether a CRL of `cert`'s issuer lists it.
+    fn not_revoked(&self, cert: &X509Ref) -> Result<(), String> {
+        let issuer = cert.issuer_name();
+        let listed = self.crls.iter().any(|crl| {
+            crl.issuer_name()
+                .try_cmp(issuer)
+                .is_ok_and(|o| o == std::cmp::Ordering::Equal)
+                && matches!(
+                    crl.get_by_serial(cert.serial_number()),
+                    CrlStatus::Revoked(_)
+                )
+        });
+        if listed {
+            Err(format!("serial {} is revoked", serial_hex(cert)))
+        } else {
+            Ok(())
         }
     }
 
@@ -191,6 +226,8 @@ impl ClientAuth {
         }
         self.pinned(&cert)
             .map_err(|why| (Refusal::NotPinned, why))?;
+        self.not_revoked(&cert)
+            .map_err(|why| (Refusal::Revoked, why))?;
         let now = Asn1Time::days_from_now(0).map_err(|e| (Refusal::Expired, e.to_string()))?;
         if cert.not_after() < now || cert.not_before() > now {
             return Err((
@@ -286,11 +323,7 @@ fn describe(cert: &X509Ref) -> Presented {
     Presented {
         subject: rfc2253(cert.subject_name()),
         issuer: rfc2253(cert.issuer_name()),
-        serial: cert
-            .serial_number()
-            .to_bn()
-            .and_then(|n| n.to_hex_str().map(|h| h.to_string()))
-            .unwrap_or_default(),
+        serial: serial_hex(cert),
         not_after: cert.not_after().to_string(),
         pin: Pin::of_cert(cert)
             .map(|p| p.to_string())
@@ -301,6 +334,13 @@ fn describe(cert: &X509Ref) -> Presented {
             .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
             .unwrap_or_default(),
     }
+}
+
+fn serial_hex(cert: &X509Ref) -> String {
+    cert.serial_number()
+        .to_bn()
+        .and_then(|n| n.to_hex_str().map(|h| h.to_string()))
+        .unwrap_or_default()
 }
 
 /// A distinguished name as RFC 2253 writes it: last entry first, `,` between, with `,`, `+`,

@@ -487,3 +487,72 @@ fn refused_client_certificates_are_counted_by_listener_and_reason() {
         "an untrusted chain is refused before its dates"
     );
 }
+
+/// A revocation list signed by `ca` that lists `revoked`, in PEM.
+fn crl_revoking(ca: &Ca, revoked: &Identity) -> Vec<u8> {
+    use openssl::x509::{X509CrlBuilder, X509Revoked};
+    // RevokedCertificate ::= SEQUENCE { serial INTEGER, revocationDate UTCTime }
+    let mut serial = revoked.cert.serial_number().to_bn().unwrap().to_vec();
+    if serial.first().is_some_and(|b| b & 0x80 != 0) {
+        serial.insert(0, 0);
+    }
+    let date = b"200101000000Z";
+    let mut der = vec![
+        0x30,
+        u8::try_from(2 + serial.len() + 2 + date.len()).unwrap(),
+    ];
+    der.push(0x02);
+    der.push(u8::try_from(serial.len()).unwrap());
+    der.extend_from_slice(&serial);
+    der.push(0x17);
+    der.push(u8::try_from(date.len()).unwrap());
+    der.extend_from_slice(date);
+    let mut b = X509CrlBuilder::new().unwrap();
+    b.set_issuer_name(ca.cert().subject_name()).unwrap();
+    b.set_last_update(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_next_update(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    b.add_revoked(X509Revoked::from_der(&der).unwrap()).unwrap();
+    // rust-openssl's builder requires an Authority Key Identifier and a CRL number.
+    let x = X509Builder::new().unwrap();
+    let ctx = x.x509v3_context(Some(ca.cert()), None);
+    let aki = openssl::x509::extension::AuthorityKeyIdentifier::new()
+        .issuer(true)
+        .build(&ctx)
+        .unwrap();
+    b.append_extension(aki).unwrap();
+    // crlNumber (2.5.29.20) = INTEGER 1
+    let number = openssl::x509::X509Extension::new_from_der(
+        &openssl::asn1::Asn1Object::from_str("2.5.29.20").unwrap(),
+        false,
+        &openssl::asn1::Asn1OctetString::new_from_bytes(&[0x02, 0x01, 0x01]).unwrap(),
+    )
+    .unwrap();
+    b.append_extension(number).unwrap();
+    b.sign(ca.key(), MessageDigest::sha256()).unwrap();
+    b.build().unwrap().to_pem().unwrap()
+}
+
+#[test]
+fn a_client_whose_certificate_is_revoked_by_the_crl_is_refused() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    let kept = ca.issue(&["kept.client"]);
+    let revoked = ca.issue(&["revoked.client"]);
+    std::fs::write(env.path().join("clients.crl"), crl_revoking(&ca, &revoked)).unwrap();
+    let gw = gateway(
+        env,
+        &backend,
+        "        mode: require\n        ca: clients-ca.pem\n        crl: clients.crl\n",
+    );
+    assert_eq!(get(gw.port(), Some(&kept)), Ok(200));
+    assert!(
+        get(gw.port(), Some(&revoked)).is_err(),
+        "a revoked certificate"
+    );
+    assert_eq!(backend.requests().len(), 1);
+    assert!(gw.logs().contains("is revoked"), "the log says why");
+}

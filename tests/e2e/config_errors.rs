@@ -260,6 +260,11 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             "listeners[0].tls.client_auth.pins[0]",
             &["exactly one of `cert`, `public_key` or `sha256`"],
         ),
+        (
+            format!("{LISTENER}      client_auth:\n        mode: require\n        ca: good.pem\n        crl: good.pem\n{POOL}{ROUTE}"),
+            "listeners[0].tls.client_auth.crl",
+            &["expected PEM certificate revocation lists"],
+        ),
     ];
     let mut misses = Vec::new();
     for (yaml, place, words) in table {

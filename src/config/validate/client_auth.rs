@@ -5,6 +5,7 @@ use crate::config::locate::KeyPath;
 use crate::config::raw::RawClientAuth;
 use crate::listener::client_auth::{ClientAuth, ClientAuthMode, DEFAULT_VERIFY_DEPTH};
 use crate::tls::{read_certificates, PinSet};
+use openssl::x509::X509Crl;
 use std::sync::Arc;
 
 impl Validator<'_> {
@@ -68,6 +69,11 @@ impl Validator<'_> {
                 DEFAULT_VERIFY_DEPTH
             }
         };
+        let crls = raw
+            .crl
+            .as_ref()
+            .map(|rel| self.crls(rel, &path.key("crl")))
+            .unwrap_or_default();
         if self.problems.len() != before {
             return None;
         }
@@ -78,6 +84,43 @@ impl Validator<'_> {
             ca,
             pins: PinSet::new(pins),
             verify_depth,
+            crls,
         }))
+    }
+
+    /// The revocation lists of a PEM file (one or more `X509 CRL` blocks).
+    fn crls(&mut self, rel: &str, path: &KeyPath) -> Vec<X509Crl> {
+        let Some((file, bytes)) = self.read(path, rel) else {
+            return Vec::new();
+        };
+        const BEGIN: &[u8] = b"-----BEGIN X509 CRL-----";
+        let starts: Vec<usize> = (0..bytes.len())
+            .filter(|&i| bytes.get(i..).is_some_and(|rest| rest.starts_with(BEGIN)))
+            .collect();
+        let parsed: Result<Vec<X509Crl>, String> = starts
+            .iter()
+            .enumerate()
+            .map(|(n, &start)| {
+                let end = starts.get(n + 1).copied().unwrap_or(bytes.len());
+                let block = bytes.get(start..end).unwrap_or_default();
+                X509Crl::from_pem(block).map_err(|e| e.to_string())
+            })
+            .collect();
+        match parsed {
+            Ok(crls) if !crls.is_empty() => crls,
+            result => {
+                let reason = result
+                    .err()
+                    .unwrap_or_else(|| "no X509 CRL block".to_owned());
+                self.err(
+                    path.clone(),
+                    Problem::BadFile {
+                        path: file,
+                        reason: format!("{reason}; expected PEM certificate revocation lists"),
+                    },
+                );
+                Vec::new()
+            }
+        }
     }
 }

@@ -48,6 +48,11 @@ impl Ca {
         &self.0.identity.cert
     }
 
+    /// The CA's private key (to sign revocation lists in tests).
+    pub fn key(&self) -> &openssl::pkey::PKey<openssl::pkey::Private> {
+        &self.0.identity.key
+    }
+
     pub fn issue(&self, names: &[&str]) -> Identity {
         Identity(self.0.issue(names).unwrap())
     }
