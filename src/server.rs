@@ -144,6 +144,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
         gate.clone(),
         drain::Closer::new(gateway.clone(), drain.clone(), connections.clone()),
         caps.clone(),
+        gateway.clone(),
     );
     let mut service = Service::new("pinion".to_owned(), front);
     // Always: caps may come with a reload, and a connection over one should cost no handshake.

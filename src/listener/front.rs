@@ -9,8 +9,10 @@
 //! needs for all of one. Here the next session exists only once its first bytes are read.
 
 use super::caps::Caps;
+use super::client_auth::Refusal;
 use super::proxy_protocol::ProxyProtocolGate;
 use super::ClientGate;
+use crate::gateway::Gateway;
 use crate::proxy::CLIENT_IDLE_TIMEOUT;
 use crate::server::drain::Closer;
 use async_trait::async_trait;
@@ -41,16 +43,24 @@ pub struct Front<A> {
     gate: ProxyProtocolGate,
     closer: Closer,
     caps: Caps,
+    gw: Arc<Gateway>,
 }
 
 impl<A> Front<A> {
     /// Wraps `app`.
-    pub fn new(app: A, gate: ProxyProtocolGate, closer: Closer, caps: Caps) -> Front<A> {
+    pub fn new(
+        app: A,
+        gate: ProxyProtocolGate,
+        closer: Closer,
+        caps: Caps,
+        gw: Arc<Gateway>,
+    ) -> Front<A> {
         Front {
             app: Arc::new(app),
             gate,
             closer,
             caps,
+            gw,
         }
     }
 }
@@ -179,6 +189,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         }
         self.serve_http1(stream, shutdown).await;
         None
+    }
+
+    fn tls_handshake_failed(&self, listen: &str, error: &pingora::Error) {
+        // OpenSSL refuses a client that sends no certificate to a `client_auth: require`
+        // listener itself, before pinion's check runs: this is where pinion learns of it.
+        if !error
+            .to_string()
+            .contains("peer did not return a certificate")
+        {
+            return;
+        }
+        let gen = self.gw.current();
+        let listener = listen.parse().ok().and_then(|a| gen.binds.lookup(a));
+        if let Some(l) = listener {
+            gen.metrics.client_auth_failure(l, Refusal::NoCertificate);
+        }
     }
 
     async fn cleanup(&self) {

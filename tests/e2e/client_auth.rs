@@ -467,6 +467,18 @@ fn refused_client_certificates_are_counted_by_listener_and_reason() {
     assert!(get(gw.port(), Some(&issued_unpinned)).is_err());
     assert!(get(gw.port(), Some(&Identity::self_signed(&["x"]))).is_err());
     assert!(get(gw.port(), Some(&old)).is_err());
+    assert!(get(gw.port(), None).is_err());
+    assert!(get_with(gw.port(), None, Some(SslVersion::TLS1_2)).is_err());
+    // The handshake failure is counted when the connection task sees it: poll for it.
+    crate::harness::wait_for("the no-certificate count", Duration::from_secs(10), || {
+        let m = crate::operations::metrics(admin);
+        let n = crate::operations::sample(
+            &m,
+            "pinion_client_auth_failures_total",
+            &[("listener", "https"), ("reason", "no_certificate")],
+        );
+        (n == 2.0).then_some(())
+    });
     let m = crate::operations::metrics(admin);
     let count = |reason| {
         crate::operations::sample(

@@ -57,6 +57,11 @@ pub trait ServerApp {
 
     /// This callback will be called once after the service stops listening to its endpoints.
     async fn cleanup(&self) {}
+
+    /// Called when the TLS handshake of a connection accepted on `listen` (the endpoint's
+    /// address) fails, with the error, so that the application can count or classify it (for
+    /// example a client refused for want of a certificate). The connection is already gone.
+    fn tls_handshake_failed(&self, _listen: &str, _error: &pingora_error::Error) {}
 }
 #[non_exhaustive]
 #[derive(Clone, Debug, Default)]

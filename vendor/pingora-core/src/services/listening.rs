@@ -205,6 +205,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         mut shutdown: ShutdownWatch,
     ) {
         // the accept loop, until the system is shutting down
+        let listen: Arc<str> = stack.as_str().into();
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
                 new_io = stack.accept() => new_io,
@@ -229,6 +230,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let listen = listen.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
                         // Boxed: this task lives as long as the connection, and the
@@ -239,7 +241,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
                                     Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                                        app.tls_handshake_failed(&listen, &e);
                                         if let Some(addr) = peer_addr {
                                             error!("Downstream handshake error from {}: {e}", addr);
                                         } else {
