@@ -72,6 +72,14 @@ fn gateway(env: Env, backend: &Backend, client_auth: &str) -> crate::harness::ga
     env.start(&yaml)
 }
 
+/// A backend, a test directory, and a client CA written there as `clients-ca.pem`.
+fn with_client_ca() -> (Backend, Env, Ca) {
+    let env = Env::new();
+    let ca = Ca::new("clients");
+    ca.write(env.path(), "clients-ca");
+    (Backend::plain("b"), env, ca)
+}
+
 /// A self-signed certificate whose validity ended yesterday.
 fn expired() -> Identity {
     let key = PKey::from_ec_key(
@@ -104,10 +112,7 @@ fn expired() -> Identity {
 
 #[test]
 fn a_ca_lets_in_only_the_clients_it_issued() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     let good = ca.issue(&["good.client"]);
     let foreign = Ca::new("elsewhere").issue(&["foreign.client"]);
     let gw = gateway(
@@ -170,10 +175,7 @@ fn pins_let_in_only_the_pinned_keys_and_never_an_expired_certificate() {
 
 #[test]
 fn with_a_ca_and_pins_both_must_hold() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     let issued_pinned = ca.issue(&["a.client"]);
     let issued_unpinned = ca.issue(&["b.client"]);
     let foreign_pinned = Identity::self_signed(&["c.client"]);
@@ -217,10 +219,7 @@ fn request(path: &str, extra: &str) -> String {
 
 #[test]
 fn optional_mode_lets_every_client_in_and_a_route_can_require_a_verified_certificate() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     let good = ca.issue(&["good.client"]);
     let foreign = Ca::new("elsewhere").issue(&["foreign.client"]);
     let gw = optional_gateway(env, &backend);
@@ -340,10 +339,7 @@ fn get_host(port: u16, sni: &str, client: Option<&Identity>) -> Result<u16, Stri
 
 #[test]
 fn each_host_name_can_have_its_own_client_certificate_policy() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     Identity::self_signed(&["open.example"]).write(env.path(), "open");
     Identity::self_signed(&["secure.example"]).write(env.path(), "secure");
     let good = ca.issue(&["good.client"]);
@@ -375,10 +371,7 @@ fn each_host_name_can_have_its_own_client_certificate_policy() {
 
 #[test]
 fn http2_clients_present_certificates_alike() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     let good = ca.issue(&["h2.client"]);
     let gw = gateway(
         env,
@@ -448,10 +441,7 @@ fn the_pin_pinion_pin_prints_for_a_client_certificate_lets_that_client_in() {
 
 #[test]
 fn refused_client_certificates_are_counted_by_listener_and_reason() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     let issued_unpinned = ca.issue(&["unpinned.client"]);
     let issued_pinned = ca.issue(&["pinned.client"]);
     let old = expired();
@@ -548,10 +538,7 @@ fn crl_revoking(ca: &Ca, revoked: &Identity) -> Vec<u8> {
 
 #[test]
 fn a_client_whose_certificate_is_revoked_by_the_crl_is_refused() {
-    let backend = Backend::plain("b");
-    let env = Env::new();
-    let ca = Ca::new("clients");
-    ca.write(env.path(), "clients-ca");
+    let (backend, env, ca) = with_client_ca();
     let kept = ca.issue(&["kept.client"]);
     let revoked = ca.issue(&["revoked.client"]);
     std::fs::write(env.path().join("clients.crl"), crl_revoking(&ca, &revoked)).unwrap();

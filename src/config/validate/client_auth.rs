@@ -4,7 +4,7 @@ use super::{Problem, Validator};
 use crate::config::locate::KeyPath;
 use crate::config::raw::RawClientAuth;
 use crate::listener::client_auth::{ClientAuth, ClientAuthMode, DEFAULT_VERIFY_DEPTH};
-use crate::tls::{read_certificates, PinSet};
+use crate::tls::PinSet;
 use openssl::x509::X509Crl;
 use std::sync::Arc;
 
@@ -30,22 +30,10 @@ impl Validator<'_> {
                 ClientAuthMode::Require
             }
         };
-        let ca = raw.ca.as_ref().and_then(|rel| {
-            let (file, bytes) = self.read(&path.key("ca"), rel)?;
-            match read_certificates(&bytes) {
-                Ok(certs) => Some(Arc::new(certs.into_boxed_slice())),
-                Err(e) => {
-                    self.err(
-                        path.key("ca"),
-                        Problem::BadCertificate {
-                            path: file,
-                            reason: e.to_string(),
-                        },
-                    );
-                    None
-                }
-            }
-        });
+        let ca = raw
+            .ca
+            .as_ref()
+            .and_then(|rel| self.ca_bundle(rel, &path.key("ca")));
         let pins: Vec<_> = raw
             .pins
             .iter()

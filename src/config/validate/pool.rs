@@ -195,22 +195,10 @@ impl Validator<'_> {
                 PinMode::Enforce
             }
         };
-        let ca = raw.ca.as_ref().and_then(|rel| {
-            let (file, bytes) = self.read(&path.key("ca"), rel)?;
-            match read_certificates(&bytes) {
-                Ok(certs) => Some(Arc::new(certs.into_boxed_slice())),
-                Err(e) => {
-                    self.err(
-                        path.key("ca"),
-                        Problem::BadCertificate {
-                            path: file,
-                            reason: e.to_string(),
-                        },
-                    );
-                    None
-                }
-            }
-        });
+        let ca = raw
+            .ca
+            .as_ref()
+            .and_then(|rel| self.ca_bundle(rel, &path.key("ca")));
         let pins_only = !raw.pins.is_empty() && raw.ca.is_none();
         if pins_only && raw.verify_hostname.is_some() {
             self.err(
@@ -246,6 +234,28 @@ impl Validator<'_> {
             verify_hostname: raw.verify_hostname.unwrap_or(true),
             client_certificate,
         }))
+    }
+
+    /// A PEM bundle of trusted roots (`ca:` of pools and of `client_auth`).
+    pub(super) fn ca_bundle(
+        &mut self,
+        rel: &str,
+        path: &KeyPath,
+    ) -> Option<Arc<Box<[openssl::x509::X509]>>> {
+        let (file, bytes) = self.read(path, rel)?;
+        match read_certificates(&bytes) {
+            Ok(certs) => Some(Arc::new(certs.into_boxed_slice())),
+            Err(e) => {
+                self.err(
+                    path.clone(),
+                    Problem::BadCertificate {
+                        path: file,
+                        reason: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
     }
 
     /// The pins of one `pins:` entry (a certificate file may hold several).
