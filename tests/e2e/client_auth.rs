@@ -38,18 +38,21 @@ fn send(
     max: Option<SslVersion>,
     raw: &str,
 ) -> Result<u16, String> {
-    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    b.set_max_proto_version(max).unwrap();
-    if let Some(id) = client {
-        b.set_certificate(&id.cert).unwrap();
-        b.set_private_key(&id.key).unwrap();
-    }
+    send_to(port, "localhost", client, max, raw)
+}
+
+/// [`send`] with `sni` as the TLS server name.
+fn send_to(
+    port: u16,
+    sni: &str,
+    client: Option<&Identity>,
+    max: Option<SslVersion>,
+    raw: &str,
+) -> Result<u16, String> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut s = b
-        .build()
-        .connect("localhost", tcp)
+    let mut s = connector_for(client, None, max)
+        .connect(sni, tcp)
         .map_err(|e| format!("handshake: {e}"))?;
     s.write_all(raw.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
@@ -60,6 +63,26 @@ fn send(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no response: {text:?}"))
+}
+
+/// A TLS connector presenting `client`, offering `alpn` and at most TLS version `max` when
+/// given.
+fn connector_for(
+    client: Option<&Identity>,
+    alpn: Option<&[u8]>,
+    max: Option<SslVersion>,
+) -> SslConnector {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_max_proto_version(max).unwrap();
+    if let Some(id) = client {
+        b.set_certificate(&id.cert).unwrap();
+        b.set_private_key(&id.key).unwrap();
+    }
+    if let Some(protos) = alpn {
+        b.set_alpn_protos(protos).unwrap();
+    }
+    b.build()
 }
 
 /// A gateway whose listener has `client_auth` (the YAML lines under it, indented by 8).
@@ -305,36 +328,10 @@ fn identity_headers_from_a_client_are_removed_on_listeners_without_client_auth()
     assert_eq!(one(r, "x-client-cert-pin"), None);
 }
 
-/// A TLS connector presenting `client`, offering `alpn` when given.
-fn connector_for(client: Option<&Identity>, alpn: Option<&[u8]>) -> SslConnector {
-    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    if let Some(id) = client {
-        b.set_certificate(&id.cert).unwrap();
-        b.set_private_key(&id.key).unwrap();
-    }
-    if let Some(protos) = alpn {
-        b.set_alpn_protos(protos).unwrap();
-    }
-    b.build()
-}
-
 /// One request to host `sni` (as SNI and Host); its status, or why there was none.
 fn get_host(port: u16, sni: &str, client: Option<&Identity>) -> Result<u16, String> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut s = connector_for(client, None)
-        .connect(sni, tcp)
-        .map_err(|e| format!("handshake: {e}"))?;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no response: {text:?}"))
+    let raw = format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+    send_to(port, sni, client, None, &raw)
 }
 
 #[test]
@@ -380,17 +377,8 @@ fn http2_clients_present_certificates_alike() {
     );
     let port = gw.port();
     let status = crate::harness::client::block_on(async {
-        let tls =
-            crate::harness::client::tls_stream(&connector_for(Some(&good), Some(b"\x02h2")), port)
-                .await?;
-        if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
-            return Err("h2 not negotiated".to_owned());
-        }
-        let (client, conn) = h2::client::handshake(tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let connector = connector_for(Some(&good), Some(b"\x02h2"), None);
+        let mut client = crate::harness::client::h2_client_with(&connector, port).await?;
         let req = http::Request::get("https://a/h2")
             .header("x-forwarded-client-cert", "Hash=forged")
             .body(())

@@ -76,7 +76,16 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// An HTTP/2 client over TLS to the gateway on `port`, ready for a request; the connection is
 /// driven by a task on the current runtime.
 pub async fn h2_client(port: u16) -> Result<h2::client::SendRequest<bytes::Bytes>, String> {
-    let tls = tls_stream(&connector(Some(b"\x02h2")), port).await?;
+    h2_client_with(&connector(Some(b"\x02h2")), port).await
+}
+
+/// [`h2_client`] over a connector of the test's own (one that presents a client
+/// certificate, say); it must offer `h2` by ALPN.
+pub async fn h2_client_with(
+    connector: &SslConnector,
+    port: u16,
+) -> Result<h2::client::SendRequest<bytes::Bytes>, String> {
+    let tls = tls_stream(connector, port).await?;
     if tls.ssl().selected_alpn_protocol() != Some(b"h2") {
         return Err("h2 not negotiated".to_owned());
     }
