@@ -295,7 +295,7 @@ impl TlsAccept for LiveTls {
             }
         }
         Some(Arc::new(ClientGate {
-            admit: auth.mode == client_auth::ClientAuthMode::Optional || identity.verified(),
+            admit: !require || identity.verified(),
             headers: auth.headers,
             xfcc: auth.xfcc,
             identity,

@@ -394,7 +394,7 @@ impl ProxyHttp for Proxy {
             nothing_sent: true,
             ..retry::Attempt::default()
         };
-        let retry = ctx.body_refused.is_none() && retry::replayable(&e, attempt) && may_retry(ctx);
+        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
         if retry {
             log_retry(ctx, &e);
         }
