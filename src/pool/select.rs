@@ -59,27 +59,27 @@ pub(super) fn least_connections(
     servers: &[Server],
     usable: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    let load = |i: usize| {
-        servers.get(i).map_or((usize::MAX, 1), |s| {
-            (
+    // Each server's load is read once: other requests move the counters meanwhile, and a
+    // second read could leave no server equal to the minimum of the first, so no choice at all.
+    let loads: Vec<(usize, usize, usize)> = (0..servers.len())
+        .filter(|&i| usable(i))
+        .filter_map(|i| {
+            let s = servers.get(i)?;
+            Some((
+                i,
                 s.in_flight.load(Ordering::Relaxed),
                 s.weight.max(1) as usize,
-            )
+            ))
         })
-    };
-    let candidates: Vec<usize> = (0..servers.len()).filter(|&i| usable(i)).collect();
+        .collect();
     // a/wa < b/wb  <=>  a*wb < b*wa
-    let best = candidates.iter().copied().min_by(|&a, &b| {
-        let ((la, wa), (lb, wb)) = (load(a), load(b));
-        (la.saturating_mul(wb)).cmp(&lb.saturating_mul(wa))
-    })?;
-    let (lbest, wbest) = load(best);
-    let ties: Vec<usize> = candidates
-        .into_iter()
-        .filter(|&i| {
-            let (l, w) = load(i);
-            l.saturating_mul(wbest) == lbest.saturating_mul(w)
-        })
+    let &(_, lbest, wbest) = loads
+        .iter()
+        .min_by(|(_, la, wa), (_, lb, wb)| la.saturating_mul(*wb).cmp(&lb.saturating_mul(*wa)))?;
+    let ties: Vec<usize> = loads
+        .iter()
+        .filter(|(_, l, w)| l.saturating_mul(wbest) == lbest.saturating_mul(*w))
+        .map(|(i, ..)| *i)
         .collect();
     weighted_pick(servers, &ties)
 }
