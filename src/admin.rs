@@ -57,6 +57,7 @@ impl Admin {
                     .iter()
                     .map(|s| {
                         let r = s.health.report();
+                        let pins = crate::pool::pins::server_pins(p, s, now);
                         serde_json::json!({
                             "server": s.label,
                             "healthy": r.healthy,
@@ -66,12 +67,28 @@ impl Admin {
                             "certificate_expires": r.not_after,
                             "certificate_expiry_days": r.not_after_unix.map(|t| ((t - now) as f64 / 86_400.0 * 1000.0).round() / 1000.0),
                             "in_flight": s.in_flight.load(Ordering::Relaxed),
+                            "pin_match": pins.as_ref().and_then(|v| v.matched).map(|m| serde_json::json!({
+                                "pin": m.pin.to_string(),
+                                "scope": m.scope.as_str(),
+                                "depth": m.depth,
+                            })),
+                            "pin_refused": pins.as_ref().and_then(|v| v.refused.clone()),
+                            "pin_warnings": pins.map(|v| v.warnings.iter().map(|w| serde_json::json!({
+                                "reason": w.reason(),
+                                "message": w.to_string(),
+                            })).collect::<Vec<_>>()).unwrap_or_default(),
                         })
                     })
                     .collect();
                 serde_json::json!({
                     "name": p.name,
                     "tls": p.tls.is_some(),
+                    "pin_mode": p.tls.as_ref().map(|t| match t.pin_mode {
+                        crate::config::PinMode::Enforce => "enforce",
+                        crate::config::PinMode::Report => "report",
+                    }),
+                    "pins": pins_json(p, now),
+                    "unlisted_keys": unlisted_json(p),
                     "healthy_servers": p.servers.iter().filter(|s| s.health.is_healthy()).count(),
                     "servers": servers,
                 })
@@ -89,6 +106,47 @@ impl Admin {
             "pools": pools,
         })
     }
+}
+
+/// Every pin of a pool with its scope, window and state at `now`.
+fn pins_json(pool: &crate::pool::Pool, now: i64) -> Vec<serde_json::Value> {
+    let Some(tls) = &pool.tls else {
+        return Vec::new();
+    };
+    tls.pins
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "sha256": e.pin.to_string(),
+                "scope": e.scope.as_str(),
+                "not_before": e.not_before.map(crate::tls::rfc3339),
+                "not_after": e.not_after.map(crate::tls::rfc3339),
+                "state": e.state(now).as_str(),
+            })
+        })
+        .collect()
+}
+
+/// The keys a `pin_mode: report` pool saw that its pins do not accept (`null` elsewhere).
+fn unlisted_json(pool: &crate::pool::Pool) -> serde_json::Value {
+    let report = pool
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.pin_mode == crate::config::PinMode::Report);
+    if !report {
+        return serde_json::Value::Null;
+    }
+    let (keys, overflow) = pool.unlisted.report();
+    serde_json::json!({
+        "keys": keys.iter().map(|k| serde_json::json!({
+            "pin": k.pin.to_string(),
+            "servers": k.servers,
+            "first_seen": crate::tls::rfc3339(k.first_seen),
+            "last_seen": crate::tls::rfc3339(k.last_seen),
+            "count": k.count,
+        })).collect::<Vec<_>>(),
+        "not_listed_beyond_limit": overflow,
+    })
 }
 
 fn unix_now() -> i64 {

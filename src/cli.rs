@@ -2,6 +2,7 @@
 
 pub mod pin;
 pub mod preflight;
+pub mod propose;
 pub mod reload;
 pub mod upgrade;
 
@@ -50,7 +51,29 @@ pub enum Command {
     Upgrade,
     /// Connect to every backend of the configuration and print what each presents and whether
     /// it would be accepted; exit 1 if any would be rejected.
-    Preflight,
+    Preflight(PreflightArgs),
+    /// Tools for the audit log (`audit_log:`).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `pinion preflight` options.
+#[derive(Debug, clap::Args)]
+pub struct PreflightArgs {
+    /// Also write, per pool, the pins its servers would need (leaf and chain keys, marked when
+    /// already whitelisted) to this YAML file, ready to review and paste.
+    #[arg(long, value_name = "OUT.yaml")]
+    pub propose: Option<PathBuf>,
+}
+
+/// `pinion audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log: exit 0 when intact, 1 naming the first broken line.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
+    },
 }
 
 /// Runs what the command line asks for; the process exit code.
@@ -69,18 +92,47 @@ pub fn run(cli: &Cli) -> ExitCode {
             Err(code) => code,
         },
         Some(Command::Upgrade) => upgrade_gateway(cli),
-        Some(Command::Preflight) => match load(cli) {
-            Ok((_, config)) => match preflight::check(&config) {
-                Ok(rows) if preflight::print(&rows, &mut std::io::stdout()) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::from(1),
-                Err(e) => {
-                    eprintln!("pinion preflight: {e}");
-                    ExitCode::from(1)
-                }
-            },
+        Some(Command::Preflight(args)) => match load(cli) {
+            Ok((_, config)) => preflight_run(&config, args),
             Err(code) => code,
         },
+        Some(Command::Audit(AuditCommand::Verify { file })) => {
+            match crate::audit::verify_file(file) {
+                Ok(lines) => {
+                    println!("{}: {lines} lines, hash chain intact", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => gateway(cli),
+    }
+}
+
+fn preflight_run(config: &crate::config::Config, args: &PreflightArgs) -> ExitCode {
+    let rows = match preflight::check(config, args.propose.is_some()) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("pinion preflight: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let all_ok = preflight::print(&rows, &mut std::io::stdout());
+    if let Some(out) = &args.propose {
+        let text = propose::render(config, &rows, crate::upstream::unix_now());
+        if let Err(e) = std::fs::write(out, text) {
+            eprintln!("pinion preflight: cannot write {}: {e}", out.display());
+            return ExitCode::from(1);
+        }
+        println!("proposed pins written to {}", out.display());
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -18,7 +18,7 @@ pub use error::{ConfigError, Diagnostic, Problem};
 
 use crate::listener::Cidr;
 use crate::routing::RouteTable;
-use crate::tls::PinSet;
+use crate::tls::Whitelist;
 use locate::{key_position_of, parse_at, position_of, KeyPath, Position};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -52,6 +52,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The access log, when configured.
     pub access_log: Option<AccessLogConfig>,
+    /// The audit log of trust changes and refused keys, when configured.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Where and how requests are logged.
@@ -335,7 +337,9 @@ pub struct UpstreamTls {
     /// Explicit SNI; else each server's DNS name, none for IP addresses.
     pub sni: Option<String>,
     /// The whitelist; empty when the pool trusts by CA only.
-    pub pins: PinSet,
+    pub pins: Whitelist,
+    /// How many days ahead pin windows and certificate expiry warn (default 14).
+    pub warn_days: u32,
     /// What a pin mismatch does.
     pub pin_mode: PinMode,
     /// Trusted roots; `None` means the system store when there are no pins.

@@ -46,6 +46,8 @@ pub struct Generation {
     /// The access log, shared with the previous generation when its settings are unchanged.
     pub access_log: Option<Arc<AccessLog>>,
     access_log_config: Option<AccessLogConfig>,
+    /// The audit log file, when configured.
+    pub audit_log: Option<PathBuf>,
     admin: Option<SocketAddr>,
 }
 
@@ -143,6 +145,12 @@ impl Gateway {
     pub fn new(config: &Config) -> Result<Gateway, AccessLogError> {
         let hook = upstream::handshake_hook();
         let first = build(config, 1, None, &hook)?;
+        crate::audit::start(
+            config.audit_log.as_deref(),
+            &config.sha256,
+            &first.next.file,
+            &crate::audit::trust::of(&first.next.pools),
+        );
         Ok(Gateway {
             current: ArcSwap::from_pointee(first.next),
             reloads: Reloads::default(),
@@ -166,7 +174,12 @@ impl Gateway {
     /// Makes `prepared` the generation for every request that starts from now on.
     pub fn install(&self, prepared: Prepared) -> Arc<Generation> {
         let next = Arc::new(prepared.next);
-        self.current.store(next.clone());
+        let old = self.current.swap(next.clone());
+        crate::audit::reload(
+            next.audit_log.as_deref(),
+            (&old.sha256, &crate::audit::trust::of(&old.pools)),
+            (&next.sha256, &crate::audit::trust::of(&next.pools)),
+        );
         self.reloads.ok.fetch_add(1, Ordering::Relaxed);
         self.installed.send_replace(next.number);
         next
@@ -246,6 +259,7 @@ fn build(
         metrics: Metrics::carried(config, previous.map(|p| &p.metrics)),
         access_log,
         access_log_config: config.access_log.clone(),
+        audit_log: config.audit_log.clone(),
         admin: config.admin,
     };
     Ok(Prepared {

@@ -1,6 +1,8 @@
 //! Counters for `/metrics`, in the Prometheus text format. Every series is a fixed slot
 //! allocated from the configuration, so recording is an atomic add: no lock, no map lookup.
 
+mod pins;
+
 use crate::config::Config;
 use crate::limits;
 use crate::listener::caps::CapRefusal;
@@ -326,6 +328,7 @@ impl Metrics {
         );
         self.render_latency(&mut out, pools);
         self.render_servers(&mut out, pools, now_unix);
+        pins::render(&mut out, pools, now_unix);
         out
     }
 

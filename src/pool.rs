@@ -2,11 +2,12 @@
 //! selection (balance algorithm, affinity, health, servers already tried).
 
 mod health;
+pub mod pins;
 mod probe;
 mod select;
 
 pub use health::{Health, HealthReport};
-pub use probe::{connect_and_check, Prober};
+pub use probe::{connect_and_check, diagnose, Prober};
 
 use crate::config::{
     Affinity, AffinitySecret, Balance, HostHeader, PoolConfig, Probe, UpstreamTls,
@@ -64,6 +65,9 @@ pub struct Pool {
     pub probe: Option<Probe>,
     /// Retries on another server after a connection failure.
     pub retries: u32,
+    /// Keys seen that the whitelist does not accept (`pin_mode: report`), carried across
+    /// reloads.
+    pub unlisted: Arc<pins::Unlisted>,
     schedule: Vec<usize>,
     next: AtomicUsize,
 }
@@ -144,6 +148,7 @@ impl Pool {
             affinity: cfg.affinity.clone(),
             probe: cfg.probe.clone(),
             retries: cfg.retries,
+            unlisted: previous.map_or_else(Arc::default, |p| p.unlisted.clone()),
             schedule: select::smooth_schedule(&weights),
             next: AtomicUsize::new(0),
         };

@@ -257,6 +257,7 @@ impl ProxyHttp for Proxy {
             .server
             .and_then(|s| pool.servers.get(s))
             .map_or("?", |s| s.label.as_str());
+        crate::pool::pins::refused(pool, server, &reason);
         let rejected = ProxyError::Rejected {
             pool: pool.name.clone(),
             server: server.to_owned(),

@@ -118,6 +118,10 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     let connections = Arc::new(drain::Connections::default());
     let reloader = Arc::new(Reloader::new(gateway.clone(), &config.file));
     let prober = background_service("health probes", Prober::new(gateway.clone()));
+    let pin_watch = background_service(
+        "pin warnings",
+        crate::pool::pins::PinWatch::new(gateway.clone()),
+    );
     let control = background_service(
         "control socket",
         control::Control::new(reloader.clone(), &config.server.control_sock, mode.upgrade),
@@ -155,6 +159,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
 
     server.bootstrap();
     server.add_service(prober);
+    server.add_service(pin_watch);
     server.add_service(control);
     server.add_service(watcher);
     server.add_service(service);

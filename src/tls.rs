@@ -11,6 +11,14 @@ use openssl::pkey::{HasPublic, PKey, PKeyRef, Public};
 use openssl::x509::{X509Ref, X509};
 use std::fmt;
 
+pub mod chain;
+mod whitelist;
+
+pub use whitelist::{
+    parse_rfc3339, rfc3339, Match, Miss, PathKey, PinEntry, PinScope, PinState, PinWarning,
+    Presented, Whitelist,
+};
+
 /// Errors reading keys and certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -125,7 +133,7 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
 
 /// The lower-case names a certificate serves: its DNS subject alternative names, or its CN
 /// when it has none.
-pub fn names_of(cert: &X509) -> Vec<String> {
+pub fn names_of(cert: &X509Ref) -> Vec<String> {
     let sans: Vec<String> = cert
         .subject_alt_names()
         .map(|names| {

@@ -7,8 +7,10 @@
 //! missing. See docs/architecture.md.
 
 use crate::config::{PinMode, ServerConfig, Timeouts, UpstreamTls};
-use crate::tls::Pin;
+use crate::tls::chain::{self, ChainKey};
+use crate::tls::{Match, Miss, PathKey, Pin, PinState, Presented};
 use openssl::hash::{hash, MessageDigest};
+use openssl::x509::X509;
 use pingora::protocols::tls::HandshakeCompleteHook;
 use pingora::protocols::Digest;
 use pingora::tls::ssl::SslRef;
@@ -16,8 +18,8 @@ use pingora::upstreams::peer::HttpPeer;
 use std::any::Any;
 use std::sync::Arc;
 
-/// What the handshake hook learns about the backend's leaf certificate.
-#[derive(Debug, Clone)]
+/// What the handshake hook learns about the backend's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresentedCert {
     /// The leaf's public-key pin.
     pub pin: Pin,
@@ -25,17 +27,42 @@ pub struct PresentedCert {
     pub not_after: String,
     /// The same instant as seconds since the Unix epoch.
     pub not_after_unix: Option<i64>,
+    /// The pool's chain pins that the presented chain verifies up to, with their depth; empty
+    /// for pools without `scope: chain` pins.
+    pub path: Vec<PathKey>,
+    /// Whether the leaf's name matches the server's name, where a chain pin requires it.
+    pub name_ok: bool,
     /// The chain as presented, leaf first, each `subject (issuer: ...)`. Read only by the
     /// diagnostic handshake after a failed chain or name check; empty on the request path.
     pub chain: Vec<String>,
+    /// Every presented certificate with its key and depth on the verified path; filled by the
+    /// diagnostic handshake only (preflight's proposals, status after a failure).
+    pub keys: Vec<ChainKey>,
+}
+
+impl PresentedCert {
+    /// What the whitelist judges.
+    pub fn presented(&self) -> Presented<'_> {
+        Presented {
+            leaf: self.pin,
+            path: &self.path,
+            name_ok: self.name_ok,
+        }
+    }
 }
 
 /// Why a connection to a backend is refused after the handshake.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PinError {
-    /// The leaf's key is not on the pool's whitelist.
+    /// Neither the leaf's key nor a key on its verified chain is on the pool's whitelist.
     #[error("certificate public key not whitelisted (presented pin {0})")]
     NotWhitelisted(Pin),
+    /// The key is whitelisted only by pins outside their window.
+    #[error("certificate public key whitelisted only by {1} pins (presented pin {0})")]
+    Inactive(Pin, PinState),
+    /// A chain pin verified, but the certificate does not carry the server's name.
+    #[error("chain pin matched, but the certificate's names do not match the server name (presented pin {0})")]
+    NameMismatch(Pin),
     /// No leaf information was recorded for this connection (no TLS, or no certificate).
     #[error("no certificate information for this connection")]
     NoCertificate,
@@ -45,60 +72,110 @@ impl PinError {
     /// The `/metrics` reason this failure is counted under.
     pub fn metric(&self) -> crate::metrics::TlsFailure {
         match self {
-            PinError::NotWhitelisted(_) => crate::metrics::TlsFailure::NotWhitelisted,
+            PinError::NotWhitelisted(_) | PinError::Inactive(..) => {
+                crate::metrics::TlsFailure::NotWhitelisted
+            }
+            PinError::NameMismatch(_) => crate::metrics::TlsFailure::CertificateInvalid,
             PinError::NoCertificate => crate::metrics::TlsFailure::NoCertificate,
+        }
+    }
+
+    /// The key the backend presented, when it presented one.
+    pub fn presented_pin(&self) -> Option<Pin> {
+        match self {
+            PinError::NotWhitelisted(p) | PinError::Inactive(p, _) | PinError::NameMismatch(p) => {
+                Some(*p)
+            }
+            PinError::NoCertificate => None,
+        }
+    }
+
+    /// A short reason for the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PinError::NotWhitelisted(_) => "not_whitelisted",
+            PinError::Inactive(_, PinState::Staged) => "pin_staged",
+            PinError::Inactive(..) => "pin_expired",
+            PinError::NameMismatch(_) => "name_mismatch",
+            PinError::NoCertificate => "no_certificate",
         }
     }
 }
 
 /// The hook that records every upstream leaf's pin in the TLS digest. Built once, shared.
 pub fn handshake_hook() -> HandshakeCompleteHook {
-    Arc::new(|ssl: &SslRef| record(ssl, false))
+    Arc::new(|ssl: &SslRef| record(ssl, false, None))
 }
 
 /// The hook of a diagnostic handshake (probes and preflight, after the chain or name check
 /// failed): records the chain as well, for the operator to see what the server sends.
 pub fn diagnostic_hook() -> HandshakeCompleteHook {
-    Arc::new(|ssl: &SslRef| record(ssl, true))
+    Arc::new(|ssl: &SslRef| record(ssl, true, None))
 }
 
-fn record(ssl: &SslRef, with_chain: bool) -> Option<Arc<dyn Any + Send + Sync>> {
+/// What a pool with chain pins checks in its handshakes besides the leaf's key.
+struct ChainCheck {
+    anchors: Vec<(Pin, Option<X509>)>,
+    /// The name the leaf must carry for a chain pin to match (`None`: not checked here).
+    name: Option<String>,
+}
+
+/// The hook of a server of a pool with `scope: chain` pins: verifies the presented chain up
+/// to each chain pin once per handshake, so reused connections cost no more than a leaf pin.
+fn chain_hook(tls: &UpstreamTls, server_name: Option<&str>) -> HandshakeCompleteHook {
+    // With `ca`, Pingora checks the name in the handshake itself.
+    let name = (tls.verify_hostname && tls.ca.is_none())
+        .then(|| server_name.map(str::to_owned))
+        .flatten();
+    let check = Arc::new(ChainCheck {
+        anchors: tls.pins.chain_anchors(),
+        name,
+    });
+    Arc::new(move |ssl: &SslRef| record(ssl, false, Some(&check)))
+}
+
+fn record(
+    ssl: &SslRef,
+    diagnostic: bool,
+    chain_check: Option<&ChainCheck>,
+) -> Option<Arc<dyn Any + Send + Sync>> {
     let cert = ssl.peer_certificate()?;
     let der = cert.public_key().ok()?.public_key_to_der().ok()?;
     let digest = hash(MessageDigest::sha256(), &der).ok()?;
     let pin: [u8; 32] = digest.as_ref().try_into().ok()?;
-    let chain = match ssl.peer_cert_chain() {
-        Some(chain) if with_chain => chain
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} (issuer: {})",
-                    name(c.subject_name()),
-                    name(c.issuer_name())
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
+    let peer_chain = ssl.peer_cert_chain();
+    let (path, name_ok) = match chain_check {
+        Some(c) => (
+            chain::verified_anchors(&cert, peer_chain, &c.anchors),
+            c.name.as_deref().is_none_or(|n| chain::name_ok(&cert, n)),
+        ),
+        None => (Vec::new(), true),
+    };
+    let (chain, keys) = match peer_chain {
+        Some(list) if diagnostic => (
+            list.iter()
+                .map(|c| {
+                    format!(
+                        "{} (issuer: {})",
+                        chain::dn(c.subject_name()),
+                        chain::dn(c.issuer_name())
+                    )
+                })
+                .collect(),
+            chain::describe(&cert, peer_chain),
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
     let presented = PresentedCert {
         pin: Pin(pin),
         not_after: cert.not_after().to_string(),
         not_after_unix: unix_time(cert.not_after()),
+        path,
+        name_ok,
         chain,
+        keys,
     };
     Some(Arc::new(presented) as Arc<dyn Any + Send + Sync>)
-}
-
-/// A distinguished name as `CN=api.internal, O=Example`.
-fn name(n: &openssl::x509::X509NameRef) -> String {
-    n.entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?");
-            let value = e.data().to_string().unwrap_or_default();
-            format!("{key}={value}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// An ASN.1 time as seconds since the Unix epoch.
@@ -117,18 +194,33 @@ pub fn presented(digest: Option<&Digest>) -> Option<&PresentedCert> {
         .get::<PresentedCert>()
 }
 
-/// Checks a connection (new or reused) against the pool's whitelist. `Ok` for pools trusted by
-/// CA only: their chain was verified during the handshake.
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Checks a connection (new or reused) against the pool's whitelist at this instant (a pin
+/// whose window closed refuses a pooled connection too). `Ok` for pools trusted by CA only:
+/// their chain was verified during the handshake.
 pub fn check(tls: &UpstreamTls, digest: Option<&Digest>) -> Result<(), PinError> {
     if tls.pins.is_empty() {
         return Ok(());
     }
-    let leaf = presented(digest).ok_or(PinError::NoCertificate)?;
-    if tls.pins.contains(&leaf.pin) {
-        Ok(())
-    } else {
-        Err(PinError::NotWhitelisted(leaf.pin))
-    }
+    let seen = presented(digest).ok_or(PinError::NoCertificate)?;
+    judge(tls, seen).map(|_| ())
+}
+
+/// The pin that accepts `seen`, or why none does.
+pub fn judge(tls: &UpstreamTls, seen: &PresentedCert) -> Result<Match, PinError> {
+    tls.pins
+        .judge(seen.presented(), unix_now)
+        .map_err(|miss| match miss {
+            Miss::NotWhitelisted => PinError::NotWhitelisted(seen.pin),
+            Miss::Inactive(state) => PinError::Inactive(seen.pin, state),
+            Miss::NameMismatch => PinError::NameMismatch(seen.pin),
+        })
 }
 
 /// Whether a failed check refuses the connection.
@@ -159,7 +251,11 @@ pub fn peer(
         o.verify_cert = verify;
         o.verify_hostname = verify && tls.verify_hostname;
         o.ca = tls.ca.clone();
-        o.upstream_tls_handshake_complete_hook = Some(hook.clone());
+        o.upstream_tls_handshake_complete_hook = Some(if tls.pins.has_chain() {
+            chain_hook(tls, Some(peer.sni.as_str()).filter(|s| !s.is_empty()))
+        } else {
+            hook.clone()
+        });
         peer.client_cert_key = tls.client_certificate.clone();
         // ca, pins and the hook are not part of Pingora's reuse hash: isolate per pool policy.
         peer.group_key = group_key;
@@ -188,7 +284,11 @@ pub fn group_key(pool_name: &str, tls: &UpstreamTls) -> u64 {
     }
     material.push(0);
     for pin in tls.pins.iter() {
-        material.extend_from_slice(&pin.0);
+        material.extend_from_slice(&pin.pin.0);
+        material.push(pin.scope as u8);
+        for t in [pin.not_before, pin.not_after] {
+            material.extend_from_slice(&t.unwrap_or(i64::MIN).to_le_bytes());
+        }
     }
     material.push(u8::from(tls.verify_hostname));
     material.push(u8::from(tls.pin_mode == PinMode::Enforce));
@@ -209,12 +309,13 @@ pub fn group_key(pool_name: &str, tls: &UpstreamTls) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::PinSet;
+    use crate::tls::Whitelist;
 
     fn tls(pins: Vec<Pin>) -> UpstreamTls {
         UpstreamTls {
             sni: None,
-            pins: PinSet::new(pins),
+            pins: Whitelist::of_leaves(pins),
+            warn_days: 14,
             pin_mode: PinMode::Enforce,
             ca: None,
             verify_hostname: true,

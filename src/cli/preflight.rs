@@ -18,16 +18,20 @@ pub struct Row {
     pub pin: Option<String>,
     /// The chain presented, when the chain or name failed verification.
     pub chain: Vec<String>,
-    /// Whether that pin is whitelisted ("-" for pools without pins).
-    pub whitelisted: &'static str,
+    /// Whether a pin accepts it, and which (`yes (leaf)`, `yes (chain, depth 1)`, `NO`; "-"
+    /// for pools without pins).
+    pub whitelisted: String,
+    /// Every certificate presented, with its key and depth (only with `--propose`).
+    pub keys: Vec<crate::tls::chain::ChainKey>,
     /// Certificate expiry.
     pub expires: Option<String>,
     /// `None` when pinion would use the server, else why not.
     pub problem: Option<String>,
 }
 
-/// Checks every server; the rows in configuration order.
-pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
+/// Checks every server; the rows in configuration order. With `diagnose`, each server is also
+/// asked for its whole chain by a handshake that verifies nothing and sends nothing.
+pub fn check(config: &Config, diagnose: bool) -> std::io::Result<Vec<Row>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -48,32 +52,29 @@ pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
                     Ok(Err(reason)) => (None, Some(reason)),
                     Err(_) => (None, Some("timed out".to_owned())),
                 };
-                let seen = seen.or_else(|| {
-                    let r = server.health.report();
-                    r.pin
-                        .and_then(|p| crate::tls::Pin::from_base64(&p))
-                        .map(|pin| upstream::PresentedCert {
-                            pin,
-                            not_after: r.not_after.unwrap_or_default(),
-                            not_after_unix: r.not_after_unix,
-                            chain: r.chain,
-                        })
-                });
+                let seen = seen.or_else(|| server.health.report().seen);
+                let keys = match diagnose && pool.tls.is_some() {
+                    true => crate::pool::diagnose(server, &connector)
+                        .await
+                        .map(|c| c.keys)
+                        .unwrap_or_default(),
+                    false => Vec::new(),
+                };
                 let whitelisted = match (&pool.tls, &seen) {
-                    (Some(tls), Some(c)) if !tls.pins.is_empty() => {
-                        if tls.pins.contains(&c.pin) {
-                            "yes"
-                        } else {
-                            "NO"
-                        }
-                    }
-                    _ => "-",
+                    (Some(tls), Some(c)) if !tls.pins.is_empty() => match upstream::judge(tls, c) {
+                        Ok(m) if m.depth == 0 => format!("yes ({})", m.scope.as_str()),
+                        Ok(m) => format!("yes ({}, depth {})", m.scope.as_str(), m.depth),
+                        Err(upstream::PinError::Inactive(_, state)) => format!("NO ({state})"),
+                        Err(_) => "NO".to_owned(),
+                    },
+                    _ => "-".to_owned(),
                 };
                 rows.push(Row {
                     pool: pool.name.clone(),
                     server: server.label.clone(),
                     pin: seen.as_ref().map(|c| c.pin.to_string()),
                     whitelisted,
+                    keys,
                     chain: seen.as_ref().map(|c| c.chain.clone()).unwrap_or_default(),
                     expires: seen.map(|c| c.not_after),
                     problem,
@@ -88,13 +89,13 @@ pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
 pub fn print(rows: &[Row], out: &mut impl Write) -> bool {
     let _ = writeln!(
         out,
-        "{:<16} {:<24} {:<46} {:<12} {:<26} RESULT",
+        "{:<16} {:<24} {:<46} {:<22} {:<26} RESULT",
         "POOL", "SERVER", "PRESENTED PIN", "WHITELISTED", "CERTIFICATE EXPIRES"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:<46} {:<12} {:<26} {}",
+            "{:<16} {:<24} {:<46} {:<22} {:<26} {}",
             r.pool,
             r.server,
             r.pin.as_deref().unwrap_or("-"),

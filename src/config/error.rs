@@ -58,6 +58,15 @@ pub enum Problem {
     /// A pin entry with not exactly one of cert/public_key/sha256.
     #[error("a pin needs exactly one of `cert`, `public_key` or `sha256`")]
     PinShape,
+    /// A pin window bound that is not an RFC 3339 instant.
+    #[error("invalid instant {value:?}: expected an RFC 3339 date and time such as \"2027-03-01T00:00:00Z\"")]
+    BadInstant { value: String },
+    /// A pin window that ends before it starts.
+    #[error("`not_after` must be later than `not_before`")]
+    EmptyWindow,
+    /// `scope`, `not_before` or `not_after` on a client certificate pin.
+    #[error("only pins of pools (`pools[].tls.pins`) take `scope`, `not_before` and `not_after`")]
+    PoolPinOnly,
     /// A public key file that does not parse.
     #[error("{path}: {reason}; expected a PEM or DER public key (SubjectPublicKeyInfo)")]
     BadPublicKey { path: PathBuf, reason: String },
@@ -73,10 +82,10 @@ pub enum Problem {
     )]
     ClientAuthWithoutTrust,
     /// A backend whose certificate could not be verified by name.
-    #[error("server {server} has no host name to verify its certificate against: set `tls.sni` to the name in its certificate, or whitelist its key in `tls.pins`")]
+    #[error("server {server} has no host name to verify its certificate against: set `tls.sni` to the name in its certificate, or whitelist its key in `tls.pins` (with only leaf and chain pins and no `ca`, `verify_hostname: false` also works)")]
     NoNameToVerify { server: String },
     /// A key that only has meaning in another trust mode.
-    #[error("`verify_hostname` applies only with `ca` or without `pins`: with pins alone only the public key is checked")]
+    #[error("`verify_hostname` applies only with `ca`, with a `scope: chain` pin, or without `pins`: with leaf pins alone only the public key is checked")]
     VerifyHostnameWithPinsOnly,
     /// min_version above max_version.
     #[error("min_version {min} is above max_version {max}")]

@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub pools: Vec<RawPool>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub audit_log: Option<String>,
 }
 
 /// `server:` process settings.
@@ -214,6 +216,7 @@ pub struct RawPoolTls {
     pub ca: Option<String>,
     pub verify_hostname: Option<bool>,
     pub client_certificate: Option<RawCertKey>,
+    pub warn_days: Option<u64>,
 }
 
 /// One whitelist entry; exactly one of the three keys must be set.
@@ -223,6 +226,9 @@ pub struct RawPin {
     pub cert: Option<String>,
     pub public_key: Option<String>,
     pub sha256: Option<String>,
+    pub scope: Option<String>,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
 }
 
 /// `pools[].affinity`.

@@ -92,6 +92,10 @@ pub(super) fn validate(
         .access_log
         .as_ref()
         .map(|a| v.access_log(a, &root.key("access_log")));
+    let audit_log = raw
+        .audit_log
+        .as_deref()
+        .and_then(|a| v.log_file(a, &root.key("audit_log")));
     let server = v.server(raw.server.unwrap_or_default(), &root.key("server"));
     let listeners = v.listeners(&raw.listeners, &root.key("listeners"));
     if let Some(a) = admin {
@@ -130,6 +134,7 @@ pub(super) fn validate(
         pools,
         admin,
         access_log,
+        audit_log,
     })
 }
 
@@ -161,6 +166,25 @@ fn open_for_append(log: &Path) -> Result<(), String> {
 impl Validator<'_> {
     fn err(&mut self, path: KeyPath, problem: Problem) {
         self.problems.push((path, problem));
+    }
+
+    /// A log file path: resolved against the configuration's directory, which must exist.
+    fn log_file(&mut self, rel: &str, path: &KeyPath) -> Option<PathBuf> {
+        let full = self.resolve(rel);
+        let dir_ok = full
+            .parent()
+            .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
+        if !dir_ok {
+            self.err(
+                path.clone(),
+                Problem::BadFile {
+                    path: full,
+                    reason: "its directory does not exist".into(),
+                },
+            );
+            return None;
+        }
+        Some(full)
     }
 
     fn access_log(&mut self, raw: &RawAccessLog, path: &KeyPath) -> AccessLogConfig {

@@ -1,6 +1,7 @@
 //! A server's health as probes see it: consecutive successes and failures against the pool's
 //! thresholds, the reason it is out of rotation, and what certificate it presented.
 
+use crate::upstream::PresentedCert;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -16,10 +17,7 @@ struct State {
     successes: u32,
     failures: u32,
     reason: Option<String>,
-    pin: Option<String>,
-    not_after: Option<String>,
-    not_after_unix: Option<i64>,
-    chain: Vec<String>,
+    seen: Option<PresentedCert>,
 }
 
 /// A snapshot for logs and status pages.
@@ -38,6 +36,8 @@ pub struct HealthReport {
     /// The chain it presented when its chain or name last failed verification (leaf first);
     /// empty once a handshake verifies again.
     pub chain: Vec<String>,
+    /// Everything recorded of the last certificate it presented.
+    pub seen: Option<PresentedCert>,
 }
 
 /// A change of rotation state.
@@ -65,12 +65,8 @@ impl Health {
     }
 
     /// Records the certificate the server presented (to a probe or a request).
-    pub fn presented(&self, cert: &crate::upstream::PresentedCert) {
-        let mut s = self.lock();
-        s.pin = Some(cert.pin.to_string());
-        s.not_after = Some(cert.not_after.clone());
-        s.not_after_unix = cert.not_after_unix;
-        s.chain.clone_from(&cert.chain);
+    pub fn presented(&self, cert: &PresentedCert) {
+        self.lock().seen = Some(cert.clone());
     }
 
     /// Records a probe result; returns the transition it caused, if any.
@@ -111,13 +107,15 @@ impl Health {
     /// A snapshot.
     pub fn report(&self) -> HealthReport {
         let s = self.lock();
+        let seen = s.seen.as_ref();
         HealthReport {
             healthy: self.is_healthy(),
             reason: s.reason.clone(),
-            pin: s.pin.clone(),
-            not_after: s.not_after.clone(),
-            not_after_unix: s.not_after_unix,
-            chain: s.chain.clone(),
+            pin: seen.map(|c| c.pin.to_string()),
+            not_after: seen.map(|c| c.not_after.clone()),
+            not_after_unix: seen.and_then(|c| c.not_after_unix),
+            chain: seen.map(|c| c.chain.clone()).unwrap_or_default(),
+            seen: s.seen.clone(),
         }
     }
 

@@ -120,7 +120,7 @@ pub async fn connect_and_check(
             if *e.etype() == pingora::ErrorType::InvalidCert {
                 // The handshake was refused before pinion could record the certificate; the
                 // operator still needs to see which key and chain the server presents.
-                if let Some(cert) = presented_anyway(server, connector).await {
+                if let Some(cert) = diagnose(server, connector).await {
                     server.health.presented(&cert);
                 }
             }
@@ -134,21 +134,26 @@ pub async fn connect_and_check(
     if let Some(tls) = &pool.tls {
         match upstream::check(tls, session.digest()) {
             Ok(()) => {}
-            Err(e @ PinError::NotWhitelisted(_)) if tls.pin_mode == PinMode::Report => {
-                warn!(
-                    "pool {} server {}: {e} (pin_mode: report)",
-                    pool.name, server.label
-                );
+            Err(e) => {
+                super::pins::refused(pool, &server.label, &e);
+                if tls.pin_mode == PinMode::Report && e != PinError::NoCertificate {
+                    warn!(
+                        "pool {} server {}: {e} (pin_mode: report)",
+                        pool.name, server.label
+                    );
+                } else {
+                    return Err(e.to_string());
+                }
             }
-            Err(e) => return Err(e.to_string()),
         }
     }
     Ok((session, seen))
 }
 
-/// What a server whose chain or name failed verification presents, read by a second handshake
-/// that verifies nothing. It is closed without a byte written: nothing is ever sent on it.
-async fn presented_anyway(server: &Server, connector: &Connector) -> Option<PresentedCert> {
+/// What a server presents (its whole chain, each key with its depth), read by a handshake that
+/// verifies nothing: after its chain or name failed verification, and for pin proposals. It is
+/// closed without a byte written: nothing is ever sent on it.
+pub async fn diagnose(server: &Server, connector: &Connector) -> Option<PresentedCert> {
     let mut peer = server.peer.clone();
     peer.options.idle_timeout = Some(Duration::ZERO);
     peer.options.verify_cert = false;

@@ -356,7 +356,10 @@ impl Validator<'_> {
             );
             return None;
         }
-        let names = certs.first().map(crate::tls::names_of).unwrap_or_default();
+        let names = certs
+            .first()
+            .map(|c| crate::tls::names_of(c))
+            .unwrap_or_default();
         let files = CertKeyFiles {
             cert: cert_file,
             key: key_file,

@@ -10,7 +10,10 @@ use crate::config::{
     Affinity, AffinitySecret, Balance, HostHeader, PinMode, PoolConfig, Probe, SameSite,
     ServerConfig, Timeouts, UpstreamTls,
 };
-use crate::tls::{read_certificates, read_public_key, Pin, PinSet};
+use crate::tls::{
+    parse_rfc3339, read_certificates, read_public_key, Pin, PinEntry, PinScope, Whitelist,
+};
+use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -179,8 +182,9 @@ impl Validator<'_> {
         }
         let mut pins = Vec::new();
         for (i, pin) in raw.pins.iter().enumerate() {
-            pins.extend(self.pin(pin, &path.key("pins").index(i)));
+            pins.extend(self.pool_pin(pin, &path.key("pins").index(i)));
         }
+        let chain_pins = pins.iter().any(|p: &PinEntry| p.scope == PinScope::Chain);
         let pin_mode = match raw.pin_mode.as_deref() {
             None | Some("enforce") => PinMode::Enforce,
             Some("report") => PinMode::Report,
@@ -200,13 +204,16 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|rel| self.ca_bundle(rel, &path.key("ca")));
         let pins_only = !raw.pins.is_empty() && raw.ca.is_none();
-        if pins_only && raw.verify_hostname.is_some() {
+        // A chain pin may name a public CA: without a name check it would accept any
+        // certificate that CA ever issued, so the name is checked as with `ca`.
+        let names_checked = !pins_only || chain_pins;
+        if !names_checked && raw.verify_hostname.is_some() {
             self.err(
                 path.key("verify_hostname"),
                 Problem::VerifyHostnameWithPinsOnly,
             );
         }
-        if !pins_only {
+        if names_checked && raw.verify_hostname != Some(false) || !pins_only {
             // Pingora turns verification off for an empty SNI, so a verifying mode needs a name.
             for (i, server) in servers.iter().enumerate() {
                 if sni.is_none() && server.host.is_none() {
@@ -228,7 +235,15 @@ impl Validator<'_> {
         }
         Some(Arc::new(UpstreamTls {
             sni,
-            pins: PinSet::new(pins),
+            pins: Whitelist::new(pins),
+            warn_days: u32::try_from(self.number(
+                path.key("warn_days"),
+                raw.warn_days,
+                14,
+                0..=365,
+                "0 to 365 days",
+            ))
+            .unwrap_or(14),
             pin_mode,
             ca,
             verify_hostname: raw.verify_hostname.unwrap_or(true),
@@ -258,8 +273,74 @@ impl Validator<'_> {
         }
     }
 
-    /// The pins of one `pins:` entry (a certificate file may hold several).
+    /// The whitelist entries of one pool `pins:` entry (a certificate file may hold several).
+    fn pool_pin(&mut self, raw: &RawPin, path: &KeyPath) -> Vec<PinEntry> {
+        let scope = match raw.scope.as_deref() {
+            None | Some("leaf") => PinScope::Leaf,
+            Some("chain") => PinScope::Chain,
+            Some(other) => {
+                self.err(
+                    path.key("scope"),
+                    Problem::BadChoice {
+                        value: other.to_owned(),
+                        expected: "leaf or chain",
+                    },
+                );
+                PinScope::Leaf
+            }
+        };
+        let mut instant = |key: &str, text: &Option<String>| {
+            let text = text.as_deref()?;
+            let parsed = parse_rfc3339(text);
+            if parsed.is_none() {
+                self.err(
+                    path.key(key),
+                    Problem::BadInstant {
+                        value: text.to_owned(),
+                    },
+                );
+            }
+            parsed
+        };
+        let not_before = instant("not_before", &raw.not_before);
+        let not_after = instant("not_after", &raw.not_after);
+        if let (Some(a), Some(b)) = (not_before, not_after) {
+            if b <= a {
+                self.err(path.key("not_after"), Problem::EmptyWindow);
+            }
+        }
+        self.pin_keys(raw, path)
+            .into_iter()
+            .map(|(pin, cert)| PinEntry {
+                pin,
+                scope,
+                not_before,
+                not_after,
+                cert,
+                cert_file: raw.cert.clone(),
+            })
+            .collect()
+    }
+
+    /// The pins of one `pins:` entry of a listener's `client_auth` (leaf keys, no windows).
     pub(super) fn pin(&mut self, raw: &RawPin, path: &KeyPath) -> Vec<Pin> {
+        for (key, set) in [
+            ("scope", raw.scope.is_some()),
+            ("not_before", raw.not_before.is_some()),
+            ("not_after", raw.not_after.is_some()),
+        ] {
+            if set {
+                self.err(path.key(key), Problem::PoolPinOnly);
+            }
+        }
+        self.pin_keys(raw, path)
+            .into_iter()
+            .map(|(pin, _)| pin)
+            .collect()
+    }
+
+    /// The keys of a `pins:` entry, each with the certificate it was read from, if any.
+    fn pin_keys(&mut self, raw: &RawPin, path: &KeyPath) -> Vec<(Pin, Option<X509>)> {
         match (&raw.cert, &raw.public_key, &raw.sha256) {
             (Some(file), None, None) => {
                 let here = path.key("cert");
@@ -268,8 +349,8 @@ impl Validator<'_> {
                 };
                 let pins = read_certificates(&bytes).and_then(|certs| {
                     certs
-                        .iter()
-                        .map(|c| Pin::of_cert(c))
+                        .into_iter()
+                        .map(|c| Pin::of_cert(&c).map(|p| (p, Some(c))))
                         .collect::<Result<Vec<_>, _>>()
                 });
                 pins.unwrap_or_else(|e| {
@@ -289,7 +370,7 @@ impl Validator<'_> {
                     return Vec::new();
                 };
                 match read_public_key(&bytes).and_then(|k| Pin::of_key(&k)) {
-                    Ok(pin) => vec![pin],
+                    Ok(pin) => vec![(pin, None)],
                     Err(e) => {
                         self.err(
                             here,
@@ -303,7 +384,7 @@ impl Validator<'_> {
                 }
             }
             (None, None, Some(text)) => match Pin::from_base64(text) {
-                Some(pin) => vec![pin],
+                Some(pin) => vec![(pin, None)],
                 None => {
                     self.err(
                         path.key("sha256"),
