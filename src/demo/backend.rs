@@ -102,6 +102,21 @@ impl Backend {
         Backend::start(name, Some(Arc::new(acceptor)), bind)
     }
 
+    /// An HTTPS backend presenting `identity` and then `chain` (intermediates, leaf's issuer
+    /// first), on `bind`.
+    pub fn https_with_chain(
+        name: &str,
+        identity: &Identity,
+        chain: &[openssl::x509::X509],
+        bind: &str,
+    ) -> Result<Backend, BackendError> {
+        let mut builder = identity.acceptor_builder()?;
+        for cert in chain {
+            builder.add_extra_chain_cert(cert.clone())?;
+        }
+        Backend::start(name, Some(Arc::new(builder.build())), bind)
+    }
+
     /// A plain-HTTP backend on `bind`.
     pub fn plain(name: &str, bind: &str) -> Result<Backend, BackendError> {
         Backend::start(name, None, bind)

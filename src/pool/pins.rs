@@ -18,8 +18,8 @@ use std::time::Duration;
 /// Most distinct unlisted keys a pool remembers; further ones are only counted.
 const UNLISTED_KEYS: usize = 64;
 
-/// How often warnings are evaluated for the log.
-const WATCH_INTERVAL: Duration = Duration::from_secs(60);
+/// How often warnings are evaluated for the log (cheap: one lock per server).
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Keys presented to a `pin_mode: report` pool that its whitelist does not accept.
 #[derive(Debug, Default)]
@@ -130,7 +130,7 @@ pub fn refused(pool: &Pool, server: &str, error: &upstream::PinError) {
 }
 
 /// The background service that logs a warning when a server's pins are about to stop
-/// accepting it (and a line when that clears), once per change, every minute and after each
+/// accepting it (and a line when that clears), once per change, checked every few seconds and after each
 /// reload. `/metrics` and `/status` show the same warnings at any time.
 pub struct PinWatch {
     gw: Arc<Gateway>,

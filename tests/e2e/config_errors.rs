@@ -43,7 +43,33 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             // SPEC's full example writes `verify_hostname: true` beside pins and `ca: null`.
             format!("{LISTENER}{POOL}      ca: null\n      verify_hostname: true\n{ROUTE}"),
             ":15:24: pools[0].tls.verify_hostname",
-            &["applies only with `ca` or without `pins`"],
+            &["applies only with `ca`, with a `scope: chain` pin, or without `pins`"],
+        ),
+        (
+            format!("{LISTENER}{POOL}          scope: branch\n{ROUTE}"),
+            ":14:18: pools[0].tls.pins[0].scope",
+            &["\"branch\"", "leaf or chain"],
+        ),
+        (
+            format!("{LISTENER}{POOL}          not_before: tomorrow\n{ROUTE}"),
+            ":14:23: pools[0].tls.pins[0].not_before",
+            &["RFC 3339", "2027-03-01T00:00:00Z"],
+        ),
+        (
+            format!("{LISTENER}{POOL}          not_before: \"2027-01-02T00:00:00Z\"\n          not_after: \"2027-01-01T00:00:00Z\"\n{ROUTE}"),
+            ":15:22: pools[0].tls.pins[0].not_after",
+            &["later than `not_before`"],
+        ),
+        (
+            format!("{LISTENER}      client_auth:\n        mode: require\n        pins:\n          - cert: good.pem\n            not_after: \"2027-01-01T00:00:00Z\"\n{POOL}{ROUTE}"),
+            ":12:24: listeners[0].tls.client_auth.pins[0].not_after",
+            &["only pins of pools"],
+        ),
+        (
+            // A chain pin checks names: a server without one needs `sni`.
+            format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:9443]\n    tls:\n      pins:\n        - cert: good.pem\n          scope: chain\n{ROUTE}"),
+            ":10:15: pools[0].servers[0]",
+            &["no host name to verify", "verify_hostname: false"],
         ),
         (
             format!("{LISTENER}{POOL}{ROUTE}listenrs: []\n"),

@@ -8,6 +8,7 @@ mod harness;
 
 mod affinity;
 mod allocations;
+mod audit;
 mod client_auth;
 mod config_errors;
 mod daemon;
@@ -22,6 +23,7 @@ mod headers;
 mod hostile;
 mod limits;
 mod operations;
+mod pin_chain;
 mod pin_command;
 mod pinning;
 mod pools;

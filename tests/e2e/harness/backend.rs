@@ -16,6 +16,14 @@ impl Backend {
         Backend::wrap(lib::Backend::https(name, identity, "127.0.0.1:0").unwrap())
     }
 
+    /// An HTTPS backend presenting `identity` followed by `chain` (the leaf's issuer first).
+    pub fn https_chain(name: &str, identity: &Identity, chain: &[&openssl::x509::X509]) -> Backend {
+        let chain: Vec<openssl::x509::X509> = chain.iter().map(|c| (*c).clone()).collect();
+        Backend::wrap(
+            lib::Backend::https_with_chain(name, identity, &chain, "127.0.0.1:0").unwrap(),
+        )
+    }
+
     /// A plain-HTTP backend.
     pub fn plain(name: &str) -> Backend {
         Backend::wrap(lib::Backend::plain(name, "127.0.0.1:0").unwrap())

@@ -53,6 +53,11 @@ impl Ca {
         &self.0.identity.key
     }
 
+    /// The pin of the CA's own key.
+    pub fn pin(&self) -> String {
+        pinion::tls::Pin::of_cert(self.cert()).unwrap().to_string()
+    }
+
     pub fn issue(&self, names: &[&str]) -> Identity {
         Identity(self.0.issue(names).unwrap())
     }
