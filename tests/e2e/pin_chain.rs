@@ -412,3 +412,44 @@ fn preflight_proposes_the_leaf_and_chain_keys_and_the_merged_proposal_validates(
     );
     assert!(String::from_utf8_lossy(&again.stdout).contains("yes (leaf)"));
 }
+
+#[test]
+fn probes_judge_chain_pins_as_requests_do() {
+    let root = Ca::new("Root");
+    let issuing = root.intermediate("Issuing CA 1");
+    let leaf = issuing.issue(&["api.internal"]);
+    let foreign = Ca::new("Elsewhere").issue(&["api.internal"]);
+    let good = Backend::https_chain("good", &leaf, &[issuing.cert()]);
+    let impostor = Backend::https_chain("impostor", &foreign, &[issuing.cert()]);
+    let env = Env::new();
+    issuing.write(env.path(), "issuing");
+    let admin = free_port();
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n  - name: api\n    servers: [127.0.0.1:{}, 127.0.0.1:{}]\n    probe: {{interval_seconds: 1, unhealthy_threshold: 1}}\n    tls:\n      sni: api.internal\n      pins:\n        - cert: issuing.pem\n          scope: chain\n{}",
+        env.listeners(),
+        good.port,
+        impostor.port,
+        routes(&["api"])
+    );
+    let gw = env.start(&yaml);
+    let servers = wait_for(
+        "the impostor out of rotation",
+        Duration::from_secs(20),
+        || {
+            let s = status(admin);
+            let servers = pool_status(&s, "api")["servers"].as_array()?.clone();
+            (servers[0]["healthy"] == true && servers[1]["healthy"] == false).then_some(servers)
+        },
+    );
+    assert_eq!(servers[0]["pin_match"]["depth"], 1, "{}", servers[0]);
+    let reason = servers[1]["reason"].as_str().unwrap();
+    assert!(reason.contains("not whitelisted"), "{reason}");
+    assert!(reason.contains(&foreign.pin()), "{reason}");
+    assert!(good.probes() >= 1);
+    assert_eq!(impostor.request_bytes(), 0, "a refused probe sends nothing");
+    for _ in 0..4 {
+        let r = get(gw.port(), "h", "/api/x");
+        assert_eq!(r.status, 200, "{}", gw.logs());
+        assert_eq!(r.body, "good /api/x\n");
+    }
+}
