@@ -168,6 +168,30 @@ impl Validator<'_> {
         self.problems.push((path, problem));
     }
 
+    /// One of a fixed set of words: `default` when absent; an error naming `expected` (and
+    /// `default` in its place) when not one of `options`.
+    fn choice<T: Copy>(
+        &mut self,
+        path: KeyPath,
+        value: Option<&str>,
+        options: &[(&str, T)],
+        default: T,
+        expected: &'static str,
+    ) -> T {
+        let Some(word) = value else { return default };
+        if let Some((_, v)) = options.iter().find(|(w, _)| *w == word) {
+            return *v;
+        }
+        self.err(
+            path,
+            Problem::BadChoice {
+                value: word.to_owned(),
+                expected,
+            },
+        );
+        default
+    }
+
     /// A log file path: resolved against the configuration's directory, which must exist.
     fn log_file(&mut self, rel: &str, path: &KeyPath) -> Option<PathBuf> {
         let full = self.resolve(rel);
@@ -188,38 +212,19 @@ impl Validator<'_> {
     }
 
     fn access_log(&mut self, raw: &RawAccessLog, path: &KeyPath) -> AccessLogConfig {
-        let format = match raw.format.as_deref() {
-            None | Some("json") => AccessLogFormat::Json,
-            Some("combined") => AccessLogFormat::Combined,
-            Some(other) => {
-                self.err(
-                    path.key("format"),
-                    Problem::BadChoice {
-                        value: other.to_owned(),
-                        expected: "json or combined",
-                    },
-                );
-                AccessLogFormat::Json
-            }
-        };
+        let format = self.choice(
+            path.key("format"),
+            raw.format.as_deref(),
+            &[
+                ("json", AccessLogFormat::Json),
+                ("combined", AccessLogFormat::Combined),
+            ],
+            AccessLogFormat::Json,
+            "json or combined",
+        );
         let file = match raw.path.as_deref() {
             None | Some("stdout") => None,
-            Some(p) => {
-                let full = self.resolve(p);
-                let dir_ok = full
-                    .parent()
-                    .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
-                if !dir_ok {
-                    self.err(
-                        path.key("path"),
-                        Problem::BadFile {
-                            path: full.clone(),
-                            reason: "its directory does not exist".into(),
-                        },
-                    );
-                }
-                Some(full)
-            }
+            Some(p) => self.log_file(p, &path.key("path")),
         };
         AccessLogConfig { file, format }
     }

@@ -185,20 +185,13 @@ impl Validator<'_> {
             pins.extend(self.pool_pin(pin, &path.key("pins").index(i)));
         }
         let chain_pins = pins.iter().any(|p: &PinEntry| p.scope == PinScope::Chain);
-        let pin_mode = match raw.pin_mode.as_deref() {
-            None | Some("enforce") => PinMode::Enforce,
-            Some("report") => PinMode::Report,
-            Some(other) => {
-                self.err(
-                    path.key("pin_mode"),
-                    Problem::BadChoice {
-                        value: other.to_owned(),
-                        expected: "enforce or report",
-                    },
-                );
-                PinMode::Enforce
-            }
-        };
+        let pin_mode = self.choice(
+            path.key("pin_mode"),
+            raw.pin_mode.as_deref(),
+            &[("enforce", PinMode::Enforce), ("report", PinMode::Report)],
+            PinMode::Enforce,
+            "enforce or report",
+        );
         let ca = raw
             .ca
             .as_ref()
@@ -275,20 +268,13 @@ impl Validator<'_> {
 
     /// The whitelist entries of one pool `pins:` entry (a certificate file may hold several).
     fn pool_pin(&mut self, raw: &RawPin, path: &KeyPath) -> Vec<PinEntry> {
-        let scope = match raw.scope.as_deref() {
-            None | Some("leaf") => PinScope::Leaf,
-            Some("chain") => PinScope::Chain,
-            Some(other) => {
-                self.err(
-                    path.key("scope"),
-                    Problem::BadChoice {
-                        value: other.to_owned(),
-                        expected: "leaf or chain",
-                    },
-                );
-                PinScope::Leaf
-            }
-        };
+        let scope = self.choice(
+            path.key("scope"),
+            raw.scope.as_deref(),
+            &[("leaf", PinScope::Leaf), ("chain", PinScope::Chain)],
+            PinScope::Leaf,
+            "leaf or chain",
+        );
         let mut instant = |key: &str, text: &Option<String>| {
             let text = text.as_deref()?;
             let parsed = parse_rfc3339(text);
