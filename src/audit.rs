@@ -84,6 +84,17 @@ pub fn start(path: Option<&Path>, sha256: &str, file: &Path, trust: &trust::Trus
         f.insert("config_sha256".into(), json!(sha256));
         f.insert("config_file".into(), json!(file.display().to_string()));
         f.insert("pid".into(), json!(std::process::id()));
+        // After a restart or a hand-over, what changed since the trust the file last recorded.
+        if let Some(last) = chain::last_with(&log.path, "pools") {
+            let old: Option<trust::Trust> = serde_json::from_value(last["pools"].clone()).ok();
+            if let Some(old) = old {
+                f.insert(
+                    "previous_config_sha256".into(),
+                    last["config_sha256"].clone(),
+                );
+                f.insert("changes".into(), json!(trust::diff(&old, trust)));
+            }
+        }
         f.insert("pools".into(), json!(trust));
         log.write("start", f);
     }

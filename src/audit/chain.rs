@@ -108,6 +108,21 @@ fn last_line(file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(body[from..].to_vec()))
 }
 
+/// The last line of the file at `path` that has `key` at its top level, parsed; lines within
+/// the last [`MAX_LINE`] bytes only.
+pub fn last_with(path: &Path, key: &str) -> Option<serde_json::Value> {
+    let mut file = File::open(path).ok()?;
+    let len = file.seek(SeekFrom::End(0)).ok()?;
+    let start = len.saturating_sub(MAX_LINE);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    file.take(len - start).read_to_end(&mut tail).ok()?;
+    tail.split(|b| *b == b'\n')
+        .rev()
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .find(|v| v.get(key).is_some())
+}
+
 /// Checks every line's `prev`; the number of lines when the chain is intact.
 pub fn verify(bytes: &[u8]) -> Result<usize, ChainError> {
     if bytes.is_empty() {

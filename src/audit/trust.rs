@@ -4,16 +4,16 @@
 use crate::config::{PinMode, UpstreamTls};
 use crate::pool::Pool;
 use crate::tls::{rfc3339, PinScope};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One whitelisted key as the audit log writes it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PinRecord {
     /// Base64 SHA-256 of the key.
     pub sha256: String,
     /// `leaf` or `chain`.
-    pub scope: &'static str,
+    pub scope: String,
     /// Start of its window (RFC 3339), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
@@ -23,7 +23,7 @@ pub struct PinRecord {
 }
 
 /// One trusted root as the audit log writes it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CaRecord {
     /// Hex SHA-256 of the certificate's DER.
     pub sha256: String,
@@ -32,7 +32,7 @@ pub struct CaRecord {
 }
 
 /// A pool's trust.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolTrust {
     /// End-to-end TLS to its servers.
     pub tls: bool,
@@ -41,7 +41,7 @@ pub struct PoolTrust {
     /// Its trusted roots (empty: none, or the system store when there are no pins).
     pub ca: BTreeSet<CaRecord>,
     /// `enforce` or `report`.
-    pub pin_mode: &'static str,
+    pub pin_mode: String,
     /// Whether names are checked.
     pub verify_hostname: bool,
 }
@@ -63,7 +63,7 @@ fn pool_trust(tls: Option<&UpstreamTls>) -> PoolTrust {
             tls: false,
             pins: BTreeSet::new(),
             ca: BTreeSet::new(),
-            pin_mode: "enforce",
+            pin_mode: "enforce".into(),
             verify_hostname: false,
         };
     };
@@ -72,7 +72,7 @@ fn pool_trust(tls: Option<&UpstreamTls>) -> PoolTrust {
         .iter()
         .map(|e| PinRecord {
             sha256: e.pin.to_string(),
-            scope: e.scope.as_str(),
+            scope: e.scope.as_str().into(),
             not_before: e.not_before.map(rfc3339),
             not_after: e.not_after.map(rfc3339),
         })
@@ -95,8 +95,8 @@ fn pool_trust(tls: Option<&UpstreamTls>) -> PoolTrust {
         pins,
         ca,
         pin_mode: match tls.pin_mode {
-            PinMode::Enforce => "enforce",
-            PinMode::Report => "report",
+            PinMode::Enforce => "enforce".into(),
+            PinMode::Report => "report".into(),
         },
         verify_hostname: tls.verify_hostname && (tls.verifies_chain() || chain_pins),
     }
@@ -123,7 +123,7 @@ pub struct PoolChange {
     pub ca_removed: Vec<CaRecord>,
     /// `[old, new]` pin mode, when it changed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pin_mode: Option<[&'static str; 2]>,
+    pub pin_mode: Option<[String; 2]>,
     /// `[old, new]` name check, when it changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_hostname: Option<[bool; 2]>,
@@ -154,7 +154,7 @@ pub fn diff(old: &Trust, new: &Trust) -> Vec<PoolChange> {
                 ca_added: b.ca.difference(&a.ca).cloned().collect(),
                 ca_removed: a.ca.difference(&b.ca).cloned().collect(),
                 pin_mode: (a.pin_mode != b.pin_mode && a.tls && b.tls)
-                    .then_some([a.pin_mode, b.pin_mode]),
+                    .then(|| [a.pin_mode.clone(), b.pin_mode.clone()]),
                 verify_hostname: (a.verify_hostname != b.verify_hostname && a.tls && b.tls)
                     .then_some([a.verify_hostname, b.verify_hostname]),
                 tls: (a.tls != b.tls && change == "changed").then_some([a.tls, b.tls]),
@@ -176,20 +176,20 @@ pub fn diff(old: &Trust, new: &Trust) -> Vec<PoolChange> {
 mod tests {
     use super::*;
 
-    fn trust(pins: &[&str], mode: &'static str) -> PoolTrust {
+    fn trust(pins: &[&str], mode: &str) -> PoolTrust {
         PoolTrust {
             tls: true,
             pins: pins
                 .iter()
                 .map(|p| PinRecord {
                     sha256: (*p).to_owned(),
-                    scope: "leaf",
+                    scope: "leaf".into(),
                     not_before: None,
                     not_after: None,
                 })
                 .collect(),
             ca: BTreeSet::new(),
-            pin_mode: mode,
+            pin_mode: mode.into(),
             verify_hostname: false,
         }
     }
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(d[0].pool, "api");
         assert_eq!(d[0].pins_added[0].sha256, "C");
         assert_eq!(d[0].pins_removed[0].sha256, "A");
-        assert_eq!(d[0].pin_mode, Some(["enforce", "report"]));
+        assert_eq!(d[0].pin_mode, Some(["enforce".into(), "report".into()]));
         assert_eq!((d[1].pool.as_str(), d[1].change), ("gone", "removed"));
         assert_eq!(d[1].pins_removed.len(), 1);
     }

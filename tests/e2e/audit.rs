@@ -123,3 +123,42 @@ fn trust_changes_and_refused_keys_are_chained_lines_and_an_edit_is_detected() {
     assert!(text.contains("line 3: hash chain broken"), "{text}");
     assert!(text.contains("line 2 hashes to"), "{text}");
 }
+
+#[test]
+fn a_new_process_records_what_changed_since_the_trust_the_log_last_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let (a, b) = (
+        Identity::self_signed(&["api.internal"]),
+        Identity::self_signed(&["api.internal"]),
+    );
+    let backend = Backend::https("api", &a);
+    let run = |pin: &str| {
+        let env = Env::new();
+        let yaml = format!(
+            "audit_log: {}\n{}pools:\n  - name: api\n    servers: [127.0.0.1:{}]\n    probe: false\n    tls:\n      pins: [{{sha256: \"{pin}\"}}]\nroutes:\n  - name: all\n    pool: api\n",
+            log.display(),
+            env.listeners(),
+            backend.port
+        );
+        env.start(&yaml)
+    };
+    let first = run(&a.pin());
+    wait_for("the first start line", Duration::from_secs(10), || {
+        (lines(&log).len() == 1).then_some(())
+    });
+    drop(first);
+    let _second = run(&b.pin());
+    let all = wait_for("the second start line", Duration::from_secs(10), || {
+        let all = lines(&log);
+        (all.len() == 2).then_some(all)
+    });
+    assert_eq!(all[1]["event"], "start");
+    assert_eq!(all[1]["previous_config_sha256"], all[0]["config_sha256"]);
+    let change = &all[1]["changes"][0];
+    assert_eq!(change["pool"], "api");
+    assert_eq!(change["pins_added"][0]["sha256"], b.pin().as_str());
+    assert_eq!(change["pins_removed"][0]["sha256"], a.pin().as_str());
+    let (code, text) = verify(&log);
+    assert_eq!(code, Some(0), "{text}");
+}
