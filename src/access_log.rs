@@ -69,6 +69,8 @@ pub struct Entry<'a> {
     pub client_subject: Option<&'a str>,
     /// The client certificate's pin (SPKI SHA-256, base64).
     pub client_pin: Option<&'a str>,
+    /// The gRPC status of a gRPC call (from the backend's trailers, or pinion's own answer).
+    pub grpc_status: Option<u8>,
 }
 
 /// A running access log.
@@ -368,6 +370,10 @@ fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     json_opt(e.client_subject, out);
     out.extend_from_slice(b",\"client_pin\":");
     json_opt(e.client_pin, out);
+    if let Some(code) = e.grpc_status {
+        out.extend_from_slice(b",\"grpc_status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -389,8 +395,11 @@ fn combined(e: &Entry<'_>) -> String {
         }
         _ => String::new(),
     };
+    let grpc = e
+        .grpc_status
+        .map_or_else(String::new, |c| format!(" grpc_status={c}"));
     format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" listener={} route={} pool={} server={} duration_ms={:.3} upstream_tls={} request_id={}{client_cert}\n",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" listener={} route={} pool={} server={} duration_ms={:.3} upstream_tls={} request_id={}{client_cert}{grpc}\n",
         e.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
         t.format("%d/%b/%Y:%H:%M:%S %z"),
         q(e.method),
@@ -453,6 +462,7 @@ mod tests {
             user_agent: Some("curl/8"),
             client_subject: None,
             client_pin: None,
+            grpc_status: None,
         }
     }
 

@@ -209,6 +209,8 @@ pub struct PoolConfig {
     pub probe: Option<Probe>,
     /// Connection failures retried on another server (default 2).
     pub retries: u32,
+    /// The HTTP version spoken to the servers, and streams per HTTP/2 connection.
+    pub http: crate::upstream::UpstreamHttp,
 }
 
 /// Server selection algorithm.
@@ -307,6 +309,9 @@ pub struct Probe {
     pub status: Vec<(u16, u16)>,
     /// The body must contain this (default: not checked).
     pub body_contains: Option<String>,
+    /// Probe with the gRPC health-checking protocol for this service (`""`: the server as a
+    /// whole) instead of `GET path`.
+    pub grpc_service: Option<String>,
 }
 
 /// One server of a pool.

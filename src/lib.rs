@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod grpc;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! Counters for `/metrics`, in the Prometheus text format. Every series is a fixed slot
 //! allocated from the configuration, so recording is an atomic add: no lock, no map lookup.
 
+mod grpc;
 mod pins;
 
 use crate::config::Config;
@@ -118,6 +119,8 @@ pub struct Metrics {
     refused: Vec<Arc<[AtomicU64; 2]>>,
     /// [listener]: client certificates refused, by [`ClientRefusal::ALL`]
     client_auth: Vec<Arc<[AtomicU64; 5]>>,
+    /// [listener]: gRPC calls by status
+    grpc: grpc::GrpcCounters,
 }
 
 impl Metrics {
@@ -180,6 +183,7 @@ impl Metrics {
         let rejected = carried_by_listener(&listeners, previous, |m| &m.rejected);
         let refused = carried_by_listener(&listeners, previous, |m| &m.refused);
         let client_auth = carried_by_listener(&listeners, previous, |m| &m.client_auth);
+        let grpc = grpc::carried(&listeners, previous);
         Metrics {
             listeners,
             routes,
@@ -189,6 +193,7 @@ impl Metrics {
             rejected,
             refused,
             client_auth,
+            grpc,
         }
     }
 
@@ -326,6 +331,7 @@ impl Metrics {
             &ClientRefusal::ALL.map(ClientRefusal::label),
             self.client_auth.iter().map(|c| &c[..]),
         );
+        self.render_grpc(&mut out);
         self.render_latency(&mut out, pools);
         self.render_servers(&mut out, pools, now_unix);
         pins::render(&mut out, pools, now_unix);

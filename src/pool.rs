@@ -119,7 +119,13 @@ impl Pool {
                 kept_count += usize::from(kept.is_some());
                 Server {
                     label: s.label.clone(),
-                    peer: upstream::peer(s, cfg.tls.as_deref(), &cfg.timeouts, group, hook),
+                    peer: upstream::peer(
+                        s,
+                        cfg.tls.as_deref(),
+                        (&cfg.timeouts, &cfg.http),
+                        group,
+                        hook,
+                    ),
                     weight: s.weight,
                     id: cfg
                         .affinity

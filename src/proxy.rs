@@ -4,10 +4,12 @@
 mod affinity;
 mod context;
 mod error;
+mod grpc;
 pub mod headers;
 mod refuse;
 mod respond;
 mod retry;
+mod trust;
 
 pub use context::Ctx;
 use context::{pool_index, InFlight, Next};
@@ -25,7 +27,6 @@ use crate::listener::ClientGate;
 use crate::metrics::TlsFailure;
 use crate::pool::SelectKey;
 use crate::routing::{host_of, Decision, Route, Target};
-use crate::upstream;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora::protocols::Digest;
@@ -185,7 +186,7 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let gen = ctx.gen.clone();
         let pool = ctx
             .pool
@@ -218,7 +219,14 @@ impl ProxyHttp for Proxy {
             }
             _ => None,
         };
-        Ok(Box::new(server.peer.clone()))
+        let mut peer = Box::new(server.peer.clone());
+        // A gRPC deadline shorter than the pool's request timeout is the wait for the backend.
+        let started = ctx.start.map(|(t, _)| t);
+        if let Some(left) = grpc::remaining(session.req_header(), started) {
+            let o = &mut peer.options;
+            o.read_timeout = Some(o.read_timeout.map_or(left, |t| t.min(left)));
+        }
+        Ok(peer)
     }
 
     async fn connected_to_upstream(
@@ -231,48 +239,7 @@ impl ProxyHttp for Proxy {
         digest: Option<&Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Runs for new and reused connections alike, before any request byte is written, and
-        // checks against the request's own generation: a reload that removed a pin refuses a
-        // connection pooled under the old whitelist.
-        let gen = ctx.gen.clone();
-        let Some(pool) = ctx.pool.and_then(|p| gen.pools.get(p)) else {
-            return Err(ProxyError::NoPool.into_pingora());
-        };
-        let (p, s) = (pool_index(ctx), ctx.server.unwrap_or_default());
-        gen.metrics.connection(p, s, reused);
-        let Some(tls) = &pool.tls else { return Ok(()) };
-        ctx.upstream_tls = digest
-            .and_then(|d| d.ssl_digest.as_ref())
-            .map(|d| d.version.clone());
-        if !reused {
-            if let (Some(seen), Some(server)) = (upstream::presented(digest), pool.servers.get(s)) {
-                server.health.presented(seen);
-            }
-        }
-        let Err(reason) = upstream::check(tls, digest) else {
-            return Ok(());
-        };
-        let failure = reason.metric();
-        let server = ctx
-            .server
-            .and_then(|s| pool.servers.get(s))
-            .map_or("?", |s| s.label.as_str());
-        crate::pool::pins::refused(pool, server, &reason);
-        let rejected = ProxyError::Rejected {
-            pool: pool.name.clone(),
-            server: server.to_owned(),
-            reason,
-        };
-        if !upstream::enforced(tls) {
-            gen.metrics.pin_reported(p, s);
-            warn!("{rejected} (pin_mode: report, request allowed)");
-            return Ok(());
-        }
-        gen.metrics.tls_failure(p, s, failure);
-        warn!("{rejected}; connection closed before the request was sent");
-        ctx.nothing_sent = true;
-        ctx.logged = true;
-        Err(rejected.into_pingora())
+        trust::check_connection(ctx, reused, digest)
     }
 
     async fn upstream_request_filter(
@@ -353,9 +320,29 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         ctx.gen.metrics.request(ctx.listener, ctx.route, status);
+        if grpc::is_call(session.req_header()) {
+            // pinion's own trailers-only answers carry the status in the header block.
+            let written = session
+                .response_written()
+                .and_then(|r| grpc::status_in(&r.headers));
+            ctx.grpc_status = ctx.grpc_status.or(written);
+            if let Some(code) = ctx.grpc_status {
+                ctx.gen.metrics.grpc(ctx.listener, code);
+            }
+        }
         if let Some(log) = &ctx.gen.access_log {
             log_request(log, session, ctx, status);
         }
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.grpc_status = grpc::status_in(upstream_trailers).or(ctx.grpc_status);
+        Ok(())
     }
 
     async fn response_filter(
@@ -364,6 +351,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.grpc_status = grpc::status_in(&upstream_response.headers);
         if let Some(route) = route(&ctx.gen, ctx) {
             headers::rewrite_response(upstream_response, &route.response_headers)?;
         }
@@ -380,7 +368,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // Counted under the whitelist's own reason by `refused_at_connect`.
+        let refused = trust::refused_at_connect(ctx, &e);
         let failure = match e.etype() {
+            _ if refused.is_some() => None,
             ErrorType::InvalidCert => Some(TlsFailure::CertificateInvalid),
             ErrorType::TLSHandshakeFailure => Some(TlsFailure::HandshakeFailed),
             _ => None,
@@ -389,6 +380,9 @@ impl ProxyHttp for Proxy {
             ctx.gen
                 .metrics
                 .tls_failure(pool_index(ctx), ctx.server.unwrap_or_default(), f);
+        }
+        if let Some(refused) = refused {
+            e = refused;
         }
         // Nothing reached the server: replaying on another one is safe for any method.
         let attempt = retry::Attempt {
@@ -525,6 +519,7 @@ fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
         user_agent: header(http::header::USER_AGENT),
         client_subject: certificate.map(|c| c.subject.as_str()),
         client_pin: certificate.map(|c| c.pin.as_str()),
+        grpc_status: ctx.grpc_status,
     });
 }
 

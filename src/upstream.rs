@@ -12,11 +12,48 @@ use crate::tls::{Match, Miss, PathKey, Pin, PinState, Presented};
 use openssl::hash::{hash, MessageDigest};
 use openssl::x509::X509;
 use pingora::protocols::tls::HandshakeCompleteHook;
+use pingora::protocols::tls::SslDigest;
 use pingora::protocols::Digest;
 use pingora::tls::ssl::SslRef;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, UpstreamConnectionFilter, ALPN};
 use std::any::Any;
 use std::sync::Arc;
+
+/// The HTTP version a pool speaks to its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.1 (default).
+    H1,
+    /// HTTP/2 only: ALPN `h2` over TLS, prior knowledge (h2c) on plain pools.
+    H2,
+    /// Offer ALPN `h2,http/1.1` and use what the server picks (TLS pools only).
+    Auto,
+}
+
+/// How a pool's connections carry requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamHttp {
+    /// The version.
+    pub version: HttpVersion,
+    /// Concurrent requests (streams) per HTTP/2 connection (default 100).
+    pub max_streams: usize,
+}
+
+impl Default for UpstreamHttp {
+    fn default() -> UpstreamHttp {
+        UpstreamHttp {
+            version: HttpVersion::H1,
+            max_streams: 100,
+        }
+    }
+}
+
+impl UpstreamHttp {
+    /// Whether connections may be HTTP/2.
+    pub fn may_be_h2(&self) -> bool {
+        self.version != HttpVersion::H1
+    }
+}
 
 /// What the handshake hook learns about the backend's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +260,29 @@ pub fn judge(tls: &UpstreamTls, seen: &PresentedCert) -> Result<Match, PinError>
         })
 }
 
+/// The whitelist's refusal inside a connection error, when the connection was refused by the
+/// filter of [`peer`] as it was established.
+pub fn pin_refusal(e: &pingora::Error) -> Option<&PinError> {
+    e.root_cause().downcast_ref::<PinError>()
+}
+
+/// The filter that judges a new connection of an HTTP/2-capable pinned pool before Pingora
+/// pools it: an HTTP/2 connection enters the shared in-use pool as soon as it is established,
+/// before `connected_to_upstream` runs, so a refused one must never get that far.
+fn connection_filter(tls: &UpstreamTls) -> UpstreamConnectionFilter {
+    let tls = tls.clone();
+    Arc::new(move |digest: Option<&SslDigest>| {
+        let seen = digest.and_then(|d| d.extension.get::<PresentedCert>());
+        let verdict = match seen {
+            Some(seen) => judge(&tls, seen).map(|_| ()),
+            None => Err(PinError::NoCertificate),
+        };
+        verdict.map_err(|e| {
+            pingora::Error::because(pingora::ErrorType::InvalidCert, "pinion whitelist", e)
+        })
+    })
+}
+
 /// Whether a failed check refuses the connection.
 pub fn enforced(tls: &UpstreamTls) -> bool {
     tls.pin_mode == PinMode::Enforce
@@ -232,7 +292,7 @@ pub fn enforced(tls: &UpstreamTls) -> bool {
 pub fn peer(
     server: &ServerConfig,
     tls: Option<&UpstreamTls>,
-    timeouts: &Timeouts,
+    (timeouts, http): (&Timeouts, &UpstreamHttp),
     group_key: u64,
     hook: &HandshakeCompleteHook,
 ) -> HttpPeer {
@@ -246,7 +306,17 @@ pub fn peer(
     o.total_connection_timeout = Some(timeouts.connect);
     o.read_timeout = Some(timeouts.request);
     o.idle_timeout = Some(timeouts.idle);
+    o.alpn = match (http.version, tls.is_some()) {
+        (HttpVersion::H1, _) => ALPN::H1,
+        (HttpVersion::H2, _) => ALPN::H2,
+        (HttpVersion::Auto, true) => ALPN::H2H1,
+        (HttpVersion::Auto, false) => ALPN::H1,
+    };
+    o.max_h2_streams = http.max_streams;
     if let Some(tls) = tls {
+        if http.may_be_h2() && enforced(tls) && !tls.pins.is_empty() {
+            o.upstream_connection_filter = Some(connection_filter(tls));
+        }
         let verify = tls.verifies_chain();
         o.verify_cert = verify;
         o.verify_hostname = verify && tls.verify_hostname;

@@ -67,6 +67,12 @@ pub enum Problem {
     /// `scope`, `not_before` or `not_after` on a client certificate pin.
     #[error("only pins of pools (`pools[].tls.pins`) take `scope`, `not_before` and `not_after`")]
     PoolPinOnly,
+    /// A gRPC health probe on a pool that may not speak HTTP/2.
+    #[error("a gRPC health probe needs HTTP/2 to the servers: set `tls.http2: true` (or `h2c: true` on a pool without `tls`)")]
+    GrpcProbeWithoutH2,
+    /// `h2c` on a pool with `tls`.
+    #[error("`h2c` is HTTP/2 without TLS, for pools without `tls`; with `tls`, set `tls.http2: true` (or `auto`)")]
+    H2cWithTls,
     /// A public key file that does not parse.
     #[error("{path}: {reason}; expected a PEM or DER public key (SubjectPublicKeyInfo)")]
     BadPublicKey { path: PathBuf, reason: String },

@@ -163,6 +163,8 @@ pub struct RawPool {
     pub probe: Option<RawProbeSetting>,
     pub timeouts: Option<RawTimeouts>,
     pub retries: Option<u64>,
+    pub h2c: Option<bool>,
+    pub max_streams_per_connection: Option<u64>,
 }
 
 /// A pool server: `host:port` shorthand or `{address, weight}`.
@@ -217,6 +219,7 @@ pub struct RawPoolTls {
     pub verify_hostname: Option<bool>,
     pub client_certificate: Option<RawCertKey>,
     pub warn_days: Option<u64>,
+    pub http2: Option<BoolOrWord>,
 }
 
 /// One whitelist entry; exactly one of the three keys must be set.
@@ -282,6 +285,7 @@ pub struct RawProbe {
     pub healthy_threshold: Option<u64>,
     pub status: Option<Vec<Scalar>>,
     pub body_contains: Option<String>,
+    pub grpc_service: Option<String>,
 }
 
 /// `pools[].timeouts`.
@@ -380,6 +384,29 @@ impl<'de> Deserialize<'de> for OneOrMany {
                     all.push(s);
                 }
                 Ok(OneOrMany(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `true`, `false` or a word (`tls.http2: auto`), kept as written.
+#[derive(Debug)]
+pub struct BoolOrWord(pub String);
+
+impl<'de> Deserialize<'de> for BoolOrWord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = BoolOrWord;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a word")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<BoolOrWord, E> {
+                Ok(BoolOrWord(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BoolOrWord, E> {
+                Ok(BoolOrWord(v.to_owned()))
             }
         }
         d.deserialize_any(V)

@@ -4,6 +4,7 @@ mod client_auth;
 mod limits;
 mod listener;
 mod pool;
+mod protocol;
 
 use super::error::Problem;
 use super::locate::KeyPath;

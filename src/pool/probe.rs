@@ -112,11 +112,21 @@ pub async fn connect_and_check(
     connector: &Connector,
 ) -> Result<(HttpSession, Option<PresentedCert>), String> {
     let mut peer = server.peer.clone();
-    // A fresh connection every time, never one from the request pool.
+    // A fresh connection every time, never one from the request pool (one stream per HTTP/2
+    // connection keeps it out of the connector's shared pool).
     peer.options.idle_timeout = Some(Duration::ZERO);
+    peer.options.max_h2_streams = 1;
     let session = match connector.get_http_session(&peer).await {
         Ok((session, _)) => session,
         Err(e) => {
+            if let Some(refusal) = upstream::pin_refusal(&e) {
+                // Refused by the whitelist as the connection was made (HTTP/2 pools).
+                super::pins::refused(pool, &server.label, refusal);
+                if let Some(cert) = diagnose(server, connector).await {
+                    server.health.presented(&cert);
+                }
+                return Err(refusal.to_string());
+            }
             if *e.etype() == pingora::ErrorType::InvalidCert {
                 // The handshake was refused before pinion could record the certificate; the
                 // operator still needs to see which key and chain the server presents.
@@ -156,6 +166,8 @@ pub async fn connect_and_check(
 pub async fn diagnose(server: &Server, connector: &Connector) -> Option<PresentedCert> {
     let mut peer = server.peer.clone();
     peer.options.idle_timeout = Some(Duration::ZERO);
+    peer.options.max_h2_streams = 1;
+    peer.options.upstream_connection_filter = None;
     peer.options.verify_cert = false;
     peer.options.verify_hostname = false;
     peer.options.upstream_tls_handshake_complete_hook = Some(upstream::diagnostic_hook());
@@ -178,19 +190,49 @@ async fn probe_once(
             crate::config::HostHeader::Literal(h) => h.clone(),
             _ => server.host_name.clone(),
         });
+    let h2 = session.as_http2().is_some();
+    // HTTP/2 carries scheme and authority as pseudo-headers: give the full URI.
+    let target = match (&probe.grpc_service, h2) {
+        (Some(_), _) => crate::grpc::HEALTH_CHECK_PATH.to_owned(),
+        (None, _) => probe.path.clone(),
+    };
+    let target = if h2 {
+        let scheme = if pool.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{host}{target}")
+    } else {
+        target
+    };
+    let method = if probe.grpc_service.is_some() {
+        "POST"
+    } else {
+        "GET"
+    };
     let mut req =
-        RequestHeader::build("GET", probe.path.as_bytes(), None).map_err(|e| e.to_string())?;
-    for (name, value) in [
-        ("Host", host.as_str()),
-        ("User-Agent", "pinion-probe"),
-        ("Connection", "close"),
-    ] {
+        RequestHeader::build(method, target.as_bytes(), None).map_err(|e| e.to_string())?;
+    let mut headers = vec![("Host", host.as_str()), ("User-Agent", "pinion-probe")];
+    if !h2 {
+        headers.push(("Connection", "close"));
+    }
+    if probe.grpc_service.is_some() {
+        headers.extend([("Content-Type", "application/grpc"), ("TE", "trailers")]);
+    }
+    for (name, value) in headers {
         req.insert_header(name, value).map_err(|e| e.to_string())?;
+    }
+    if h2 {
+        req.set_version(http::Version::HTTP_2);
+        req.remove_header("Host");
     }
     session
         .write_request_header(Box::new(req))
         .await
         .map_err(|e| format!("cannot send the probe: {e}"))?;
+    if let Some(service) = &probe.grpc_service {
+        session
+            .write_request_body(crate::grpc::health_check_request(service), true)
+            .await
+            .map_err(|e| format!("cannot send the probe: {e}"))?;
+    }
     session
         .finish_request_body()
         .await
@@ -199,6 +241,9 @@ async fn probe_once(
         .read_response_header()
         .await
         .map_err(|e| format!("no valid response: {e}"))?;
+    if let Some(service) = &probe.grpc_service {
+        return grpc_health(&mut session, service).await;
+    }
     let status = session.response_header().map_or(0, |h| h.status.as_u16());
     if !probe
         .status
@@ -226,6 +271,63 @@ async fn probe_once(
         }
     }
     Ok(())
+}
+
+/// Reads a gRPC health check's answer: `Ok` only for `SERVING` with `grpc-status: 0`.
+async fn grpc_health(session: &mut HttpSession, service: &str) -> Result<(), String> {
+    let header = session
+        .response_header()
+        .ok_or("no response header")?
+        .clone();
+    let what = if service.is_empty() {
+        "the server".to_owned()
+    } else {
+        format!("service {service:?}")
+    };
+    if header.status.as_u16() != 200 {
+        return Err(format!(
+            "gRPC health check: HTTP status {}",
+            header.status.as_u16()
+        ));
+    }
+    let mut body = Vec::new();
+    while body.len() < BODY_LIMIT {
+        match session.read_response_body().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Err(format!("cannot read the health response: {e}")),
+        }
+    }
+    let trailers = match session {
+        HttpSession::H2(h2) => h2.read_trailers().await.ok().flatten(),
+        _ => None,
+    };
+    // A trailers-only answer carries grpc-status in the header block.
+    let status = trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| header.headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if status != "0" {
+        let message = trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| header.headers.get("grpc-message"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return Err(format!(
+            "gRPC health check of {what}: grpc-status {} {message}",
+            if status.is_empty() { "missing" } else { status }
+        ));
+    }
+    match crate::grpc::health_check_status(&body)? {
+        1 => Ok(()),
+        other => Err(format!(
+            "gRPC health check of {what}: {}",
+            crate::grpc::serving_status_name(other)
+        )),
+    }
 }
 
 fn detail(e: &pingora::Error) -> String {

@@ -64,6 +64,8 @@ pub struct Ctx {
     pub(super) body_read: u64,
     /// Set when the body crossed `body_limit` while it streamed.
     pub(super) body_refused: Option<crate::limits::Rejection>,
+    /// The `grpc-status` the backend ended a gRPC call with.
+    pub(super) grpc_status: Option<u8>,
 }
 
 impl Ctx {
@@ -94,6 +96,7 @@ impl Ctx {
             body_limit: None,
             body_read: 0,
             body_refused: None,
+            grpc_status: None,
         }
     }
 }

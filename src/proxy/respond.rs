@@ -33,6 +33,15 @@ pub async fn error_retry_after(
     page: Option<&ErrorPage>,
     retry_after: Option<u64>,
 ) -> Result<bool> {
+    if super::grpc::is_call(session.req_header()) {
+        // A gRPC client reads the outcome from grpc-status, not from an HTTP error page.
+        let resp = super::grpc::trailers_only(code)?;
+        if !keepalive {
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(true);
+    }
     let (body, content_type) = match page {
         Some(p) => (p.body.clone(), p.content_type),
         None => {

@@ -84,6 +84,15 @@ impl Validator<'_> {
             .tls
             .as_ref()
             .and_then(|t| self.pool_tls(t, &path.key("tls"), &servers, &servers_path));
+        let http = self.upstream_http(raw, path);
+        if probe.as_ref().is_some_and(|p| p.grpc_service.is_some())
+            && http.version != crate::upstream::HttpVersion::H2
+        {
+            self.err(
+                path.key("probe").key("grpc_service"),
+                Problem::GrpcProbeWithoutH2,
+            );
+        }
         PoolConfig {
             name: raw.name.clone(),
             servers,
@@ -94,6 +103,7 @@ impl Validator<'_> {
             affinity,
             probe,
             retries: u32::try_from(retries).unwrap_or(2),
+            http,
         }
     }
 
@@ -588,6 +598,7 @@ impl Validator<'_> {
             healthy_threshold: u32::try_from(healthy).unwrap_or(1),
             status,
             body_contains: raw.body_contains.clone(),
+            grpc_service: raw.grpc_service.clone(),
         }
     }
 }
@@ -603,6 +614,7 @@ fn default_probe() -> Probe {
         healthy_threshold: 1,
         status: vec![(200, 399)],
         body_contains: None,
+        grpc_service: None,
     }
 }
 

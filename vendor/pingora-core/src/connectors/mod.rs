@@ -243,6 +243,9 @@ impl TransportConnector {
         } else {
             do_connect(peer, bind_to, alpn_override, &self.tls_ctx.ctx, None).await?
         };
+        if let Some(filter) = peer.upstream_connection_filter() {
+            filter(stream.get_ssl_digest().as_deref())?;
+        }
 
         Ok(stream)
     }

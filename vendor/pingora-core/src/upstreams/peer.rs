@@ -304,7 +304,19 @@ pub trait Peer: Display + Clone {
             .upstream_tls_handshake_complete_hook
             .as_ref()
     }
+
+    /// Returns the filter that judges every new connection to this peer before it is used or
+    /// pooled. See [`PeerOptions::upstream_connection_filter`].
+    fn upstream_connection_filter(&self) -> Option<&UpstreamConnectionFilter> {
+        self.get_peer_options()?.upstream_connection_filter.as_ref()
+    }
 }
+
+/// Judges a newly established upstream connection from its TLS digest (`None` for plaintext):
+/// `Err` drops the connection before any byte of a request is written to it.
+pub type UpstreamConnectionFilter = Arc<
+    dyn Fn(Option<&crate::protocols::tls::SslDigest>) -> Result<()> + Send + Sync + 'static,
+>;
 
 /// A simple TCP or TLS peer without many complicated settings.
 #[derive(Debug, Clone)]
@@ -567,6 +579,13 @@ pub struct PeerOptions {
     #[cfg(feature = "openssl_derived")]
     #[derivative(Debug = "ignore")]
     pub upstream_tls_handshake_complete_hook: Option<HandshakeCompleteHook>,
+    /// Called with the TLS digest of every new connection, after the handshake and before the
+    /// connection is used or put in any pool. An `Err` drops the connection and is returned as
+    /// the connection error. HTTP/2 connections are shared by many requests and enter the
+    /// in-use pool as soon as they are established, so a check made later (for example in
+    /// `connected_to_upstream`) cannot keep a refused one out of the pool.
+    #[derivative(Debug = "ignore")]
+    pub upstream_connection_filter: Option<UpstreamConnectionFilter>,
 }
 
 impl PeerOptions {
@@ -611,6 +630,7 @@ impl PeerOptions {
             proxy_digest_user_data_hook: None,
             #[cfg(feature = "openssl_derived")]
             upstream_tls_handshake_complete_hook: None,
+            upstream_connection_filter: None,
         }
     }
 
