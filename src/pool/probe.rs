@@ -191,16 +191,9 @@ async fn probe_once(
             _ => server.host_name.clone(),
         });
     let h2 = session.as_http2().is_some();
-    // HTTP/2 carries scheme and authority as pseudo-headers: give the full URI.
-    let target = match (&probe.grpc_service, h2) {
-        (Some(_), _) => crate::grpc::HEALTH_CHECK_PATH.to_owned(),
-        (None, _) => probe.path.clone(),
-    };
-    let target = if h2 {
-        let scheme = if pool.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{host}{target}")
-    } else {
-        target
+    let target = match &probe.grpc_service {
+        Some(_) => crate::grpc::HEALTH_CHECK_PATH,
+        None => probe.path.as_str(),
     };
     let method = if probe.grpc_service.is_some() {
         "POST"
@@ -219,10 +212,7 @@ async fn probe_once(
     for (name, value) in headers {
         req.insert_header(name, value).map_err(|e| e.to_string())?;
     }
-    if h2 {
-        req.set_version(http::Version::HTTP_2);
-        req.remove_header("Host");
-    }
+
     session
         .write_request_header(Box::new(req))
         .await

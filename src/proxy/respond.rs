@@ -35,11 +35,18 @@ pub async fn error_retry_after(
 ) -> Result<bool> {
     if super::grpc::is_call(session.req_header()) {
         // A gRPC client reads the outcome from grpc-status, not from an HTTP error page.
-        let resp = super::grpc::trailers_only(code)?;
+        let mut resp = super::grpc::trailers_only(code)?;
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
         if !keepalive {
             session.set_keepalive(None);
         }
-        session.write_response_header(Box::new(resp), true).await?;
+        // One HEADERS frame that ends the stream (a "trailers-only" response): Pingora's
+        // `write_response_header` would end it with a separate empty DATA frame.
+        let task = pingora::protocols::http::HttpTask::Header(Box::new(resp), true);
+        session
+            .as_downstream_mut()
+            .response_duplex_vec(vec![task])
+            .await?;
         return Ok(true);
     }
     let (body, content_type) = match page {

@@ -30,6 +30,9 @@ pub(super) fn replayable(e: &Error, a: Attempt) -> bool {
     if a.nothing_sent {
         return true;
     }
+    if !a.answered && !a.body_truncated && refused_stream(e) {
+        return true;
+    }
     if !a.reused || !a.idempotent || a.body_truncated || a.answered {
         return false;
     }
@@ -47,6 +50,17 @@ pub(super) fn replayable(e: &Error, a: Attempt) -> bool {
         }
         _ => false,
     }
+}
+
+/// An HTTP/2 stream the server says it never processed: refused with `REFUSED_STREAM`, or
+/// beyond the last stream its GOAWAY accepted (RFC 9113 §8.7). Replaying it is safe for any
+/// method.
+fn refused_stream(e: &Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<h2::Error>()
+        .is_some_and(|h2| {
+            (h2.is_go_away() && h2.is_remote()) || h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        })
 }
 
 /// The contexts along the error's chain, outermost first (Pingora adds its own on the way up).
@@ -89,6 +103,29 @@ mod tests {
         body_truncated: false,
         answered: false,
     };
+
+    #[test]
+    fn a_refused_http2_stream_is_replayed_for_any_method_unless_answered() {
+        let refused = |reason| {
+            Error::because(
+                ErrorType::H2Error,
+                "while reading h2 header",
+                h2::Error::from(reason),
+            )
+            .into_up()
+        };
+        let post = Attempt {
+            idempotent: false,
+            ..Attempt::default()
+        };
+        assert!(replayable(&refused(h2::Reason::REFUSED_STREAM), post));
+        assert!(!replayable(&refused(h2::Reason::INTERNAL_ERROR), post));
+        let answered = Attempt {
+            answered: true,
+            ..post
+        };
+        assert!(!replayable(&refused(h2::Reason::REFUSED_STREAM), answered));
+    }
 
     #[test]
     fn failures_before_anything_was_sent_are_replayed_for_any_method() {

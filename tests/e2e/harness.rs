@@ -4,6 +4,7 @@ pub mod backend;
 pub mod certs;
 pub mod client;
 pub mod gateway;
+pub mod grpc;
 pub mod load;
 pub mod reload;
 

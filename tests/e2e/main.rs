@@ -19,6 +19,7 @@ mod faults;
 mod front_door;
 mod front_door_http;
 mod fuzz;
+mod grpc;
 mod headers;
 mod hostile;
 mod limits;
