@@ -29,12 +29,13 @@ fi
 HAPROXY_MAXCONN=$((LARGE + 50))
 prepare "wrk nginx haproxy openssl curl python3" wrk nginx haproxy openssl curl python3
 declare -A PID
-for name in pinion floor nginx haproxy; do
+LOADED="pinion pinion_h2 floor nginx haproxy"
+for name in $LOADED; do
   run_proxy $name 2>"$WORK/$name.err" &
   PID[$name]=$!
   PIDS+=($!)
 done
-for name in pinion floor nginx haproxy; do
+for name in $LOADED; do
   wait_answers "$(port_of $name)" || { echo "$name does not answer: $(cat "$WORK/$name.err")"; exit 1; }
 done
 
@@ -48,7 +49,7 @@ to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} e
 HZ=$(getconf CLK_TCK)
 RUNS=${RUNS:-3}
 WORKERS=${WORKERS:-1}
-ROW='%-8s %-10s %10s %9s %9s %14s %10s %7s\n'
+ROW='%-9s %-10s %10s %9s %9s %14s %10s %7s\n'
 : >"$WORK/rows"
 echo "$RUNS run(s) of ${SECONDS_PER_RUN} s, wrk -t$WORKERS -c$CONNS, $WORKERS worker(s) each"
 for run in $(seq "$RUNS"); do
@@ -56,7 +57,7 @@ for run in $(seq "$RUNS"); do
   echo "run $run:"
   printf "$ROW" proxy mode req/s p50_ms p99_ms cpu_s/10k_req peak_rss_MB errors
   for mode in keepalive newconn; do
-    for name in pinion floor nginx haproxy; do
+    for name in $LOADED; do
       port=$(port_of $name)
       extra=()
       [ "$mode" = newconn ] && extra=(-H "Connection: close")
@@ -106,6 +107,14 @@ for mode in keepalive newconn; do
   awk -v m=$mode -v pc="${CPU[pinion-$mode]}" -v nc="${CPU[nginx-$mode]}" -v hc="${CPU[haproxy-$mode]}" \
       -v fc="${CPU[floor-$mode]}" -v pp="${P99[pinion-$mode]}" -v np="${P99[nginx-$mode]}" -v hp="${P99[haproxy-$mode]}" \
       'BEGIN{b = (nc < hc ? nc : hc); printf "  %-10s cpu/request pinion/nginx %.2f, pinion/haproxy %.2f, pinion/better-of-both %.2f, pinion/pingora-floor %.2f; p99 pinion/nginx %.2f, pinion/haproxy %.2f\n", m, pc/nc, pc/hc, pc/b, pc/fc, pp/np, pp/hp}'
+done
+
+echo
+echo "HTTP/2 to the backend (pinion_h2) against HTTP/1.1 (pinion), ratios of the medians:"
+for mode in keepalive newconn; do
+  awk -v m=$mode -v h1="${CPU[pinion-$mode]}" -v h2="${CPU[pinion_h2-$mode]}" \
+      -v p1="${P99[pinion-$mode]}" -v p2="${P99[pinion_h2-$mode]}" \
+      'BEGIN{printf "  %-10s cpu/request h2/h1 %.2f; p99 h2/h1 %.2f\n", m, h2/h1, p2/p1}'
 done
 
 # Backend connection reuse over the keep-alive run, from pinion's metrics.

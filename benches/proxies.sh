@@ -18,6 +18,8 @@ AWK_MEDIAN='function median(list,   a, n, i, j, t) {
 }'
 PIDS=()   # proxies started in the background by the script; stopped when it exits
 BACKEND=19443 PINION_PORT=18443 NGINX_PORT=18444 HAPROXY_PORT=18445 FLOOR_PORT=18446 ADMIN=19901
+# pinion_h2: pinion doing the same job over HTTP/2 to the same nginx (its HTTP/2 listener).
+BACKEND_H2=19444 PINION_H2_PORT=18447 ADMIN_H2=19902
 
 # Writes certificates and configurations into $WORK.
 write_setup() {
@@ -40,6 +42,7 @@ http {
   keepalive_requests 1000000;
   server {
     listen 127.0.0.1:$BACKEND ssl;
+    listen 127.0.0.1:$BACKEND_H2 ssl http2;
     ssl_certificate $WORK/backend.pem;
     ssl_certificate_key $WORK/backend.key;
     location / { return 200 "ok\n"; }
@@ -75,6 +78,14 @@ routes:
   - name: all
     pool: backend
 CONF
+
+  # The same pinion, its pool speaking HTTP/2 (tls.http2: true) to nginx's HTTP/2 port.
+  sed -e "s|$WORK/pinion.pid|$WORK/pinion-h2.pid|" -e "s|$WORK/pinion.sock|$WORK/pinion-h2.sock|" \
+      -e "s|127.0.0.1:$ADMIN|127.0.0.1:$ADMIN_H2|" -e "s|pinion-access.log|pinion-h2-access.log|" \
+      -e "s|127.0.0.1:$PINION_PORT|127.0.0.1:$PINION_H2_PORT|" \
+      -e "s|servers: \[127.0.0.1:$BACKEND\]|servers: [127.0.0.1:$BACKEND_H2]|" \
+      -e "s|      sni: backend.local|      http2: true\n      sni: backend.local|" \
+      "$WORK/pinion.yaml" > "$WORK/pinion-h2.yaml"
 
   cat > "$WORK/nginx-proxy.conf" <<CONF
 worker_processes ${WORKERS:-1};
@@ -163,6 +174,7 @@ run_proxy() {
   export RUST_LOG=warn
   case $1 in
     pinion) exec "${WRAP[@]}" "$PINION" -c "$WORK/pinion.yaml" ;;
+    pinion_h2) exec "${WRAP[@]}" "$PINION" -c "$WORK/pinion-h2.yaml" ;;
     floor) exec "${WRAP[@]}" "$FLOOR" $FLOOR_PORT $BACKEND "$WORK/front.pem" "$WORK/front.key" "${WORKERS:-1}" ;;
     nginx)
       # One worker: a single process. More: the master and its workers (the master is idle).
@@ -174,7 +186,7 @@ run_proxy() {
 }
 
 port_of() {
-  case $1 in pinion) echo $PINION_PORT ;; floor) echo $FLOOR_PORT ;; nginx) echo $NGINX_PORT ;; haproxy) echo $HAPROXY_PORT ;; esac
+  case $1 in pinion) echo $PINION_PORT ;; pinion_h2) echo $PINION_H2_PORT ;; floor) echo $FLOOR_PORT ;; nginx) echo $NGINX_PORT ;; haproxy) echo $HAPROXY_PORT ;; esac
 }
 
 # Waits until the proxy on port $1 answers through the backend (deadline: $2 tenths of a second).

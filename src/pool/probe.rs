@@ -10,6 +10,7 @@ use crate::upstream::{self, PinError, PresentedCert};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::ShutdownWatch;
@@ -161,18 +162,21 @@ pub async fn connect_and_check(
 }
 
 /// What a server presents (its whole chain, each key with its depth), read by a handshake that
-/// verifies nothing: after its chain or name failed verification, and for pin proposals. It is
-/// closed without a byte written: nothing is ever sent on it.
-pub async fn diagnose(server: &Server, connector: &Connector) -> Option<PresentedCert> {
+/// verifies nothing: after its chain or name failed verification, and for pin proposals. Only
+/// TCP and TLS: the connection is closed without an application byte written (no HTTP/2
+/// preface either).
+pub async fn diagnose(server: &Server, _connector: &Connector) -> Option<PresentedCert> {
+    static TRANSPORT: std::sync::OnceLock<TransportConnector> = std::sync::OnceLock::new();
+    let transport = TRANSPORT.get_or_init(|| TransportConnector::new(None));
     let mut peer = server.peer.clone();
     peer.options.idle_timeout = Some(Duration::ZERO);
-    peer.options.max_h2_streams = 1;
     peer.options.upstream_connection_filter = None;
     peer.options.verify_cert = false;
     peer.options.verify_hostname = false;
     peer.options.upstream_tls_handshake_complete_hook = Some(upstream::diagnostic_hook());
-    let (session, _) = connector.get_http_session(&peer).await.ok()?;
-    upstream::presented(session.digest()).cloned()
+    let stream = transport.new_stream(&peer).await.ok()?;
+    let digest = stream.get_ssl_digest()?;
+    digest.extension.get::<PresentedCert>().cloned()
 }
 
 /// One probe; `Err` carries the reason shown in logs and status.

@@ -363,7 +363,6 @@ fn grpc_health_probes_take_a_not_serving_server_out_with_the_same_pin_checks() {
         || {
             let status: serde_json::Value =
                 serde_json::from_str(&admin_get(admin, "/status").body).ok()?;
-            eprintln!("{status}");
             let servers = status["pools"][0]["servers"].as_array()?.clone();
             (servers[0]["healthy"] == true
                 && servers[1]["healthy"] == false
