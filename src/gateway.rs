@@ -127,6 +127,8 @@ pub struct Gateway {
     hook: HandshakeCompleteHook,
     /// The number of the generation installed last, for tasks that follow reloads.
     installed: tokio::sync::watch::Sender<u64>,
+    /// Bumped when a pool's servers change while running (its names resolved anew).
+    members: tokio::sync::watch::Sender<u64>,
 }
 
 /// A generation built and ready to be installed.
@@ -148,6 +150,7 @@ impl Gateway {
             reloads: Reloads::default(),
             hook,
             installed: tokio::sync::watch::Sender::new(1),
+            members: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -175,6 +178,16 @@ impl Gateway {
     /// Tells when a new generation is installed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.installed.subscribe()
+    }
+
+    /// Tells when a pool of the current generation changes its servers.
+    pub fn subscribe_servers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.members.subscribe()
+    }
+
+    /// Announces that a pool of the current generation changed its servers.
+    pub fn servers_changed(&self) {
+        self.members.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Counts a reload that changed nothing.
@@ -226,12 +239,12 @@ fn build(
         .iter()
         .map(|cfg| {
             let old = previous.and_then(|p| p.pools.iter().find(|o| o.name == cfg.name));
-            let (pool, kept) = Pool::carried(cfg, hook, old);
+            let (pool, kept) = Pool::carried(cfg, hook, old, &config.answers);
             kept_servers += kept;
             pool
         })
         .collect();
-    let servers = pools.iter().map(|p| p.servers.len()).sum();
+    let servers = pools.iter().map(|p| p.servers().len()).sum();
     let next = Generation {
         number,
         file: crate::config::absolute(&config.file),
@@ -295,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let gw = Gateway::new(&config(&dir, 8080, PIN_A, "all")).unwrap();
         let first = gw.current();
-        let server = &first.pools[0].servers[0];
+        let server = first.pools[0].servers()[0].clone();
         server.health.record(Err("refused".into()), 1, 1);
         first.metrics.request(0, Some(0), 200);
 
@@ -303,10 +316,10 @@ mod tests {
         assert_eq!((same_trust.kept_servers, same_trust.servers), (2, 2));
         let second = gw.install(same_trust);
         assert_eq!(second.number, 2);
-        assert!(!second.pools[0].servers[0].health.is_healthy());
+        assert!(!second.pools[0].servers()[0].health.is_healthy());
         assert!(Arc::ptr_eq(
             &server.in_flight,
-            &second.pools[0].servers[0].in_flight
+            &second.pools[0].servers()[0].in_flight
         ));
         let config_metrics = gw.config_metrics();
         let text = second.metrics.render(&second.pools, 0, &config_metrics);
@@ -319,9 +332,10 @@ mod tests {
         let other_pin = gw.prepare(&config(&dir, 8080, PIN_B, "all")).unwrap();
         assert_eq!(other_pin.kept_servers, 0);
         let third = gw.install(other_pin);
-        assert!(third.pools[0].servers[0].health.is_healthy());
+        assert!(third.pools[0].servers()[0].health.is_healthy());
         assert_ne!(
-            first.pools[0].servers[0].peer.group_key, third.pools[0].servers[0].peer.group_key,
+            first.pools[0].servers()[0].peer.group_key,
+            third.pools[0].servers()[0].peer.group_key,
             "connections pooled under the old whitelist are never reused"
         );
     }

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod gateway;
 pub mod limits;
 pub mod listener;

@@ -16,7 +16,7 @@ use crate::listener::caps::{BeforeTls, Caps};
 use crate::listener::front::Front;
 use crate::listener::proxy_protocol::ProxyProtocolGate;
 use crate::listener::{self, BindIndex, ListenerError};
-use crate::pool::Prober;
+use crate::pool::{Prober, Resolver};
 use crate::proxy::Proxy;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -118,6 +118,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     let connections = Arc::new(drain::Connections::default());
     let reloader = Arc::new(Reloader::new(gateway.clone(), &config.file));
     let prober = background_service("health probes", Prober::new(gateway.clone()));
+    let resolver = background_service("server names", Resolver::new(gateway.clone()));
     let control = background_service(
         "control socket",
         control::Control::new(reloader.clone(), &config.server.control_sock, mode.upgrade),
@@ -155,6 +156,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
 
     server.bootstrap();
     server.add_service(prober);
+    server.add_service(resolver);
     server.add_service(control);
     server.add_service(watcher);
     server.add_service(service);

@@ -32,12 +32,16 @@ pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
         .enable_all()
         .build()?;
     let hook = upstream::handshake_hook();
-    let pools: Vec<Pool> = config.pools.iter().map(|p| Pool::new(p, &hook)).collect();
+    let pools: Vec<Pool> = config
+        .pools
+        .iter()
+        .map(|p| Pool::new(p, &hook, &config.answers))
+        .collect();
     let connector = Connector::new(None);
     Ok(rt.block_on(async {
         let mut rows = Vec::new();
         for (cfg, pool) in config.pools.iter().zip(&pools) {
-            for server in &pool.servers {
+            for server in pool.servers().iter() {
                 let result = tokio::time::timeout(
                     cfg.timeouts.connect * 2,
                     connect_and_check(pool, server, &connector),

@@ -42,6 +42,7 @@ pub struct RawServer {
     pub error_log: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
+    pub resolvers: Option<Vec<String>>,
 }
 
 /// `admin:` listener.
@@ -161,6 +162,8 @@ pub struct RawPool {
     pub probe: Option<RawProbeSetting>,
     pub timeouts: Option<RawTimeouts>,
     pub retries: Option<u64>,
+    pub resolve_seconds: Option<u64>,
+    pub resolve_on_start: Option<String>,
 }
 
 /// A pool server: `host:port` shorthand or `{address, weight}`.

@@ -3,6 +3,7 @@
 mod client_auth;
 mod limits;
 mod listener;
+mod names;
 mod pool;
 
 use super::error::Problem;
@@ -109,6 +110,7 @@ pub(super) fn validate(
         }
     }
     let pools = v.pools(&raw.pools, &root.key("pools"));
+    let answers = v.look_up(&pools, &server.resolvers, &root.key("pools"));
     let listener_names: Vec<&str> = raw.listeners.iter().map(|l| l.name.as_str()).collect();
     let pool_names: Vec<&str> = raw.pools.iter().map(|p| p.name.as_str()).collect();
     let routes = v.routes(
@@ -130,6 +132,7 @@ pub(super) fn validate(
         pools,
         admin,
         access_log,
+        answers,
     })
 }
 
@@ -323,6 +326,22 @@ impl Validator<'_> {
             0..=86_400,
             "0 to 86400 seconds",
         );
+        let resolvers = raw
+            .resolvers
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let parsed = r.trim().parse::<SocketAddr>().ok();
+                if parsed.is_none() {
+                    self.err(
+                        path.key("resolvers").index(i),
+                        Problem::BadResolver(r.clone()),
+                    );
+                }
+                parsed
+            })
+            .collect();
         let error_log = raw.error_log.map(|p| self.resolve_string(&p));
         if let Some(log) = &error_log {
             self.error_log(Path::new(log), &path.key("error_log"));
@@ -347,6 +366,7 @@ impl Validator<'_> {
             error_log,
             user: raw.user,
             group: raw.group,
+            resolvers,
         }
     }
 

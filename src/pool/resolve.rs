@@ -1,0 +1,281 @@
+//! Server names resolved again while pinion runs: one task per pool with names looks each name
+//! up every `resolve_seconds` (sooner when the answer's TTL is shorter), off the request path,
+//! and hands the pool the new addresses. A failed or empty answer keeps the last good ones.
+
+use super::{Change, Pool};
+use crate::dns::{Answer, Dns, DnsError};
+use crate::gateway::{Gateway, Generation};
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::upstreams::peer::Peer;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// The shortest time between two lookups of a name, whatever the TTL says (a TTL of 0 is common
+/// for names meant to be asked every time).
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How soon a name that has no address yet is asked again, at most.
+const RETRY_UNRESOLVED: Duration = Duration::from_secs(5);
+
+/// One server name of a pool and what it last resolved to. Carried across reloads while the
+/// pool keeps the name, with its counters and its last good addresses.
+#[derive(Debug)]
+pub struct NameState {
+    /// The name, lower-case.
+    pub host: String,
+    /// Lookups that gave at least one address.
+    pub ok: AtomicU64,
+    /// Lookups that failed or gave no address.
+    pub failed: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The last good answer's addresses (empty until the name first resolves).
+    addrs: Vec<IpAddr>,
+    ttl: Option<Duration>,
+    /// Why the last lookup failed, while it fails.
+    error: Option<String>,
+    resolved_at: Option<SystemTime>,
+    failing_since: Option<SystemTime>,
+}
+
+/// A name's state for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameReport {
+    /// The addresses in use.
+    pub addrs: Vec<IpAddr>,
+    /// Why the last lookup failed, while it fails.
+    pub error: Option<String>,
+    /// When it last resolved.
+    pub resolved_at: Option<SystemTime>,
+    /// Since when it fails.
+    pub failing_since: Option<SystemTime>,
+}
+
+impl NameState {
+    /// A name not looked up yet.
+    pub fn new(host: &str) -> NameState {
+        NameState {
+            host: host.to_owned(),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The addresses in use: the last good answer's.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.lock().addrs.clone()
+    }
+
+    /// A snapshot for `/status`.
+    pub fn report(&self) -> NameReport {
+        let s = self.lock();
+        NameReport {
+            addrs: s.addrs.clone(),
+            error: s.error.clone(),
+            resolved_at: s.resolved_at,
+            failing_since: s.failing_since,
+        }
+    }
+
+    /// `NAME does not resolve (why)` while the name has no address at all.
+    pub fn unresolved(&self) -> Option<String> {
+        let s = self.lock();
+        if !s.addrs.is_empty() {
+            return None;
+        }
+        let why = s.error.as_deref().unwrap_or("not looked up yet");
+        Some(format!("{} does not resolve ({why})", self.host))
+    }
+
+    /// How long until the name should be asked again.
+    fn next_lookup(&self, every: Duration) -> Duration {
+        let s = self.lock();
+        let wait = match (s.addrs.is_empty(), s.ttl) {
+            (true, _) => every.min(RETRY_UNRESOLVED),
+            (false, Some(ttl)) if s.error.is_none() => every.min(ttl),
+            _ => every,
+        };
+        wait.max(MIN_INTERVAL)
+    }
+
+    /// Records a lookup of the name for pool `pool`: a good answer replaces the addresses, a
+    /// failed or empty one keeps the last good ones. Logs once per change of state.
+    pub fn record(&self, pool: &str, answer: Result<Answer, DnsError>) {
+        let mut s = self.lock();
+        let host = &self.host;
+        match answer {
+            Ok(answer) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                let list = join(&answer.addrs);
+                if s.error.take().is_some() {
+                    s.failing_since = None;
+                    info!("pool {pool}: {host} resolves again, to {list}");
+                } else if s.addrs != answer.addrs {
+                    if s.addrs.is_empty() {
+                        info!("pool {pool}: {host} resolves to {list}");
+                    } else {
+                        info!(
+                            "pool {pool}: {host} now resolves to {list} (was {})",
+                            join(&s.addrs)
+                        );
+                    }
+                }
+                s.addrs = answer.addrs;
+                s.ttl = answer.ttl;
+                s.resolved_at = Some(SystemTime::now());
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if s.error.is_none() {
+                    s.failing_since = Some(SystemTime::now());
+                    if s.addrs.is_empty() {
+                        warn!(
+                            "pool {pool}: {host} does not resolve ({e}): the pool has no server \
+                             for it, and answers 502 while it has no other; asked again every few \
+                             seconds"
+                        );
+                    } else {
+                        warn!(
+                            "pool {pool}: {host} does not resolve ({e}): keeping its last \
+                             address(es) {}",
+                            join(&s.addrs)
+                        );
+                    }
+                }
+                s.error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+fn join(addrs: &[IpAddr]) -> String {
+    let all: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+    all.join(", ")
+}
+
+/// The background service that re-resolves the names of every pool of the generation serving
+/// now; a reload stops the tasks of the old generation and starts those of the new one (with
+/// resolvers built anew from its `server.resolvers`, and `/etc/hosts` read again).
+pub struct Resolver {
+    gw: Arc<Gateway>,
+}
+
+impl Resolver {
+    /// A resolver service over the gateway's pools.
+    pub fn new(gw: Arc<Gateway>) -> Resolver {
+        Resolver { gw }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Resolver {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut generations = self.gw.subscribe();
+        loop {
+            let gen = self.gw.current();
+            let mut tasks = Vec::new();
+            if gen.pools.iter().any(|p| !p.names.is_empty()) {
+                match Dns::new(&gen.server.resolvers) {
+                    Ok(dns) => {
+                        let dns = Arc::new(dns);
+                        for p in (0..gen.pools.len()).filter(|&p| !gen.pools[p].names.is_empty()) {
+                            let (gen, dns, gw) = (gen.clone(), dns.clone(), self.gw.clone());
+                            tasks.push(tokio::spawn(async move {
+                                refresh_loop(&gen, p, &dns, &gw).await
+                            }));
+                        }
+                    }
+                    Err(e) => warn!("server names are not resolved again until a reload: {e}"),
+                }
+            }
+            let stop = tokio::select! {
+                _ = shutdown.changed() => true,
+                changed = generations.changed() => changed.is_err(),
+            };
+            for t in tasks {
+                t.abort();
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+async fn refresh_loop(gen: &Generation, p: usize, dns: &Dns, gw: &Gateway) {
+    let Some(pool) = gen.pools.get(p) else { return };
+    let every = pool.resolution.every;
+    loop {
+        let wait = pool.names.iter().map(|n| n.next_lookup(every)).min();
+        tokio::time::sleep(wait.unwrap_or(every)).await;
+        let lookups = pool.names.iter().map(|n| async move {
+            // The resolver gives up by itself; this bounds a lookup even if it did not.
+            let limit = every.max(Duration::from_secs(10));
+            let answer = tokio::time::timeout(limit, dns.lookup(&n.host))
+                .await
+                .unwrap_or_else(|_| Err(DnsError::Timeout(limit.as_secs())));
+            n.record(&pool.name, answer);
+        });
+        futures::future::join_all(lookups).await;
+        let change = pool.refresh();
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            log_change(pool, &change);
+            gw.servers_changed();
+            close_idle(pool, change);
+        }
+    }
+}
+
+fn log_change(pool: &Pool, change: &Change) {
+    fn labels(list: &[Arc<super::Server>]) -> Vec<&str> {
+        list.iter().map(|s| s.label.as_str()).collect()
+    }
+    let probed = if pool.probe.is_some() && !change.added.is_empty() {
+        " (new ones join once their first probe passes)"
+    } else {
+        ""
+    };
+    info!(
+        "pool {}: servers now {} (joined: {:?}, left: {:?}){probed}",
+        pool.name,
+        pool.servers().len(),
+        labels(&change.added),
+        labels(&change.removed),
+    );
+}
+
+/// Closes the idle pooled connections of servers that left: now, and once more after the
+/// pool's request timeout, for connections that requests still running on them give back.
+fn close_idle(pool: &Pool, change: Change) {
+    let keys: Vec<u64> = change.removed.iter().map(|s| s.peer.reuse_hash()).collect();
+    let closed: usize = keys
+        .iter()
+        .map(|k| pingora::connectors::close_idle_connections(*k))
+        .sum();
+    if closed > 0 {
+        info!(
+            "pool {}: closed {closed} idle connection(s) to servers that left",
+            pool.name
+        );
+    }
+    let later = pool.timeouts.request + MIN_INTERVAL;
+    tokio::spawn(async move {
+        tokio::time::sleep(later).await;
+        for k in keys {
+            pingora::connectors::close_idle_connections(k);
+        }
+    });
+}
