@@ -71,7 +71,12 @@ impl Dns {
                 config.add_name_server(NameServerConfig::new(*s, Protocol::Udp));
                 config.add_name_server(NameServerConfig::new(*s, Protocol::Tcp));
             }
-            (config, ResolverOpts::default())
+            // Servers named here are expected to be near: give up on one sooner than the
+            // resolv.conf default (5 s), as HAProxy's resolvers do, so an outage is seen soon.
+            let mut opts = ResolverOpts::default();
+            opts.timeout = Duration::from_secs(2);
+            opts.attempts = 2;
+            (config, opts)
         };
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         opts.use_hosts_file = ResolveHosts::Always;

@@ -11,6 +11,7 @@ pub mod resolve;
 mod select;
 
 pub use health::{Health, HealthReport};
+use probe::probe_and_record;
 pub use probe::{connect_and_check, Prober};
 pub use resolve::{NameState, Resolver};
 
@@ -156,7 +157,7 @@ pub struct Choice {
     pub by_affinity: bool,
 }
 
-/// How a pool's servers changed when its names were resolved again.
+/// How a pool's servers change when its names resolve to other addresses.
 #[derive(Debug, Default)]
 pub struct Change {
     /// Servers that joined.
@@ -255,11 +256,11 @@ impl Pool {
         self.set.load_full()
     }
 
-    /// Rebuilds the server set from the names' current addresses. Servers that stay are kept
-    /// as they are (health, connections, probes); servers that join start out of rotation until
-    /// their first probe passes when the pool has a probe. Nothing changes when the addresses
-    /// are the same.
-    pub fn refresh(&self) -> Change {
+    /// The server set the names' current addresses call for, when it differs from the one
+    /// serving: servers that stay are kept as they are (health, connections, probes); servers
+    /// that join are out of rotation until their first probe passes when the pool has a probe.
+    /// Nothing changes until [`Pool::install`].
+    pub fn next_set(&self) -> Option<(ServerSet, Change)> {
         let now = self.servers();
         let wanted = self.wanted();
         let same = wanted.len() == now.len()
@@ -268,7 +269,7 @@ impl Pool {
                 .zip(now.iter())
                 .all(|(w, s)| self.carry_key(w) == s.carry_key);
         if same {
-            return Change::default();
+            return None;
         }
         let mut change = Change::default();
         let servers: Vec<Arc<Server>> = wanted
@@ -292,8 +293,12 @@ impl Pool {
             .filter(|o| !servers.iter().any(|s| s.carry_key == o.carry_key))
             .cloned()
             .collect();
-        self.set.store(Arc::new(ServerSet::new(servers)));
-        change
+        Some((ServerSet::new(servers), change))
+    }
+
+    /// Makes `set` the servers every request that starts from now on chooses from.
+    pub fn install(&self, set: ServerSet) {
+        self.set.store(Arc::new(set));
     }
 
     /// The servers the configuration and the names' current addresses call for, in

@@ -50,6 +50,8 @@ pub enum Transition {
     Down,
     /// The server is back in rotation.
     Up,
+    /// An address that joined while running passed its first probe and is in rotation.
+    Joined,
 }
 
 impl Default for Health {
@@ -103,10 +105,14 @@ impl Health {
                 s.failures = 0;
                 s.successes = s.successes.saturating_add(1);
                 if !healthy && (s.successes >= healthy_threshold || s.pending) {
-                    s.pending = false;
+                    let joined = std::mem::take(&mut s.pending);
                     s.reason = None;
                     self.healthy.store(true, Ordering::Relaxed);
-                    return Some(Transition::Up);
+                    return Some(if joined {
+                        Transition::Joined
+                    } else {
+                        Transition::Up
+                    });
                 }
                 if healthy {
                     s.reason = None;
@@ -171,7 +177,7 @@ mod tests {
         assert!(!h.is_healthy());
         assert_eq!(h.record(Err("refused".into()), 3, 2), None);
         assert!(!h.is_healthy());
-        assert_eq!(h.record(Ok(()), 3, 2), Some(Transition::Up));
+        assert_eq!(h.record(Ok(()), 3, 2), Some(Transition::Joined));
         assert!(h.is_healthy());
         h.record(Err("x".into()), 1, 2);
         assert_eq!(

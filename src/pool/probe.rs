@@ -88,33 +88,49 @@ async fn probe_loop(pools: &[Pool], p: usize, server: &Server, connector: &Conne
         return;
     };
     loop {
-        let result =
-            match tokio::time::timeout(probe.timeout, probe_once(pool, server, probe, connector))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(format!(
-                    "probe timed out after {}s",
-                    probe.timeout.as_secs()
-                )),
-            };
-        let transition = server.health.record(
-            result.clone(),
-            probe.unhealthy_threshold,
-            probe.healthy_threshold,
-        );
-        match (transition, result) {
-            (Some(Transition::Down), Err(reason)) => warn!(
-                "pool {} server {}: unhealthy after {} failed probe(s): {reason}",
-                pool.name, server.label, probe.unhealthy_threshold
-            ),
-            (Some(Transition::Up), _) => info!(
-                "pool {} server {}: healthy again after {} successful probe(s)",
-                pool.name, server.label, probe.healthy_threshold
-            ),
-            _ => {}
-        }
+        probe_and_record(pool, server, connector).await;
         tokio::time::sleep(probe.interval).await;
+    }
+}
+
+/// Probes `server` once (when the pool has a probe), records the result in its health and
+/// logs a change of rotation state.
+pub(super) async fn probe_and_record(pool: &Pool, server: &Server, connector: &Connector) {
+    let Some(probe) = pool.probe.as_ref() else {
+        return;
+    };
+    let result =
+        match tokio::time::timeout(probe.timeout, probe_once(pool, server, probe, connector)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "probe timed out after {}s",
+                probe.timeout.as_secs()
+            )),
+        };
+    let transition = server.health.record(
+        result.clone(),
+        probe.unhealthy_threshold,
+        probe.healthy_threshold,
+    );
+    match (transition, result) {
+        (Some(Transition::Down), Err(reason)) => warn!(
+            "pool {} server {}: unhealthy after {} failed probe(s): {reason}",
+            pool.name, server.label, probe.unhealthy_threshold
+        ),
+        (Some(Transition::Up), _) => info!(
+            "pool {} server {}: healthy again after {} successful probe(s)",
+            pool.name, server.label, probe.healthy_threshold
+        ),
+        (Some(Transition::Joined), _) => info!(
+            "pool {} server {}: in rotation, its first probe passed",
+            pool.name, server.label
+        ),
+        (None, Err(reason)) if !server.health.is_healthy() => {
+            // A new address failing its first probes stays out; say why once per reason.
+            log::debug!("pool {} server {}: {reason}", pool.name, server.label);
+        }
+        _ => {}
     }
 }
 

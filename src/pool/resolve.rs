@@ -7,6 +7,7 @@ use crate::dns::{Answer, Dns, DnsError};
 use crate::gateway::{Gateway, Generation};
 use async_trait::async_trait;
 use log::{info, warn};
+use pingora::connectors::http::Connector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::Peer;
@@ -194,7 +195,7 @@ impl BackgroundService for Resolver {
                         for p in (0..gen.pools.len()).filter(|&p| !gen.pools[p].names.is_empty()) {
                             let (gen, dns, gw) = (gen.clone(), dns.clone(), self.gw.clone());
                             tasks.push(tokio::spawn(async move {
-                                refresh_loop(&gen, p, &dns, &gw).await
+                                refresh_loop(gen, p, &dns, &gw).await
                             }));
                         }
                     }
@@ -215,12 +216,18 @@ impl BackgroundService for Resolver {
     }
 }
 
-async fn refresh_loop(gen: &Generation, p: usize, dns: &Dns, gw: &Gateway) {
+async fn refresh_loop(gen: Arc<Generation>, p: usize, dns: &Dns, gw: &Gateway) {
     let Some(pool) = gen.pools.get(p) else { return };
     let every = pool.resolution.every;
+    // For the first probe of addresses that join; fresh connections, never pooled ones.
+    let connector = Connector::new(None);
+    // A steady cadence from the start of each round: a change is seen at most one period
+    // after it happened, however long the lookups and first probes took.
+    let mut round = tokio::time::Instant::now();
     loop {
         let wait = pool.names.iter().map(|n| n.next_lookup(every)).min();
-        tokio::time::sleep(wait.unwrap_or(every)).await;
+        tokio::time::sleep_until(round + wait.unwrap_or(every)).await;
+        round = tokio::time::Instant::now();
         let lookups = pool.names.iter().map(|n| async move {
             // The resolver gives up by itself; this bounds a lookup even if it did not.
             let limit = every.max(Duration::from_secs(10));
@@ -230,12 +237,20 @@ async fn refresh_loop(gen: &Generation, p: usize, dns: &Dns, gw: &Gateway) {
             n.record(&pool.name, answer);
         });
         futures::future::join_all(lookups).await;
-        let change = pool.refresh();
-        if !change.added.is_empty() || !change.removed.is_empty() {
-            log_change(pool, &change);
-            gw.servers_changed();
-            close_idle(pool, change);
-        }
+        let Some((set, change)) = pool.next_set() else {
+            continue;
+        };
+        // Probed before they take requests, while the servers they replace still serve: a
+        // whole answer that changes at once never leaves the pool without a server.
+        let first = change
+            .added
+            .iter()
+            .map(|s| super::probe_and_record(pool, s, &connector));
+        futures::future::join_all(first).await;
+        pool.install(set);
+        log_change(pool, &change);
+        gw.servers_changed();
+        tokio::spawn(close_idle(gen.clone(), p, change.removed));
     }
 }
 
@@ -257,25 +272,41 @@ fn log_change(pool: &Pool, change: &Change) {
     );
 }
 
-/// Closes the idle pooled connections of servers that left: now, and once more after the
-/// pool's request timeout, for connections that requests still running on them give back.
-fn close_idle(pool: &Pool, change: Change) {
-    let keys: Vec<u64> = change.removed.iter().map(|s| s.peer.reuse_hash()).collect();
-    let closed: usize = keys
-        .iter()
-        .map(|k| pingora::connectors::close_idle_connections(*k))
-        .sum();
+/// How often the idle connections of servers that left are looked for while requests still
+/// run on them.
+const CLOSE_POLL: Duration = Duration::from_millis(200);
+
+/// Closes the idle pooled connections of servers that left pool `p`, now and as the requests
+/// still running on them give their connections back, until none runs (or the address is the
+/// pool's again).
+async fn close_idle(gen: Arc<Generation>, p: usize, mut left: Vec<Arc<super::Server>>) {
+    let Some(pool) = gen.pools.get(p) else { return };
+    let mut closed = 0;
+    while !left.is_empty() {
+        let now = pool.servers();
+        left.retain(|s| {
+            !now.iter()
+                .any(|n| n.peer.reuse_hash() == s.peer.reuse_hash())
+        });
+        // Read before closing: a request gives its connection back before it stops counting,
+        // so a server idle now has nothing left to give back after this round.
+        let idle: Vec<bool> = left
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed) == 0)
+            .collect();
+        for s in &left {
+            closed += pingora::connectors::close_idle_connections(s.peer.reuse_hash());
+        }
+        let mut idle = idle.into_iter();
+        left.retain(|_| !idle.next().unwrap_or(true));
+        if !left.is_empty() {
+            tokio::time::sleep(CLOSE_POLL).await;
+        }
+    }
     if closed > 0 {
         info!(
             "pool {}: closed {closed} idle connection(s) to servers that left",
             pool.name
         );
     }
-    let later = pool.timeouts.request + MIN_INTERVAL;
-    tokio::spawn(async move {
-        tokio::time::sleep(later).await;
-        for k in keys {
-            pingora::connectors::close_idle_connections(k);
-        }
-    });
 }

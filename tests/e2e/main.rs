@@ -13,6 +13,7 @@ mod config_errors;
 mod daemon;
 mod demo;
 mod diagnostics;
+mod dns;
 mod failures;
 mod faults;
 mod front_door;

@@ -1,0 +1,373 @@
+//! Backends by name: a name stands for every address it resolves to, and is resolved again
+//! while pinion runs, through a real DNS server the test runs on loopback and changes.
+
+use crate::harness::dns::DnsServer;
+use crate::harness::load::Load;
+use crate::harness::{free_port, get, pinion, wait_for, Backend, Ca, Conn, Env, Identity};
+use std::time::{Duration, Instant};
+
+const NAME: &str = "api.pinion.test";
+
+/// Starts pinion with `dns` as its resolver, an admin listener on `admin`, the pools given and
+/// a catch-all route to the first pool, `api`.
+fn start(env: Env, dns: &DnsServer, admin: u16, pools: &str) -> crate::harness::gateway::Gateway {
+    let yaml = config(&env, dns, admin, pools);
+    env.start(&yaml)
+}
+
+fn config(env: &Env, dns: &DnsServer, admin: u16, pools: &str) -> String {
+    format!(
+        "{}{}admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n{pools}routes:\n  - name: all\n    pool: api\n",
+        env.server_section(0),
+        dns.resolvers_line(),
+        env.listeners()
+    )
+}
+
+fn admin_get(admin: u16, path: &str) -> String {
+    let r = Conn::plain(admin).send(&format!(
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// The value of the metric line that starts with `series`, 0 when absent.
+fn metric(admin: u16, series: &str) -> f64 {
+    admin_get(admin, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn lookups(admin: u16, name: &str, result: &str) -> f64 {
+    metric(
+        admin,
+        &format!("pinion_dns_lookups_total{{pool=\"api\",name=\"{name}\",result=\"{result}\"}}"),
+    )
+}
+
+fn name_status(admin: u16) -> serde_json::Value {
+    let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status")).unwrap();
+    status["pools"][0]["names"][0].clone()
+}
+
+#[test]
+fn a_name_stands_for_each_of_its_addresses_and_is_verified_and_addressed_by_name() {
+    let dns = DnsServer::start();
+    dns.set(NAME, &["127.0.0.2", "127.0.0.3"]);
+    let ca = Ca::new("pinion dns test CA");
+    let id = ca.issue(&[NAME]);
+    let port = free_port();
+    let b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
+    let b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
+    let env = Env::new();
+    ca.write(env.path(), "ca");
+    let admin = free_port();
+    // CA trust: the chain and the name in the certificate are checked against the server's
+    // name, which is also the SNI; the Host header is the name (`host_header: backend`).
+    let gw = start(
+        env,
+        &dns,
+        admin,
+        &format!(
+            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    host_header: backend\n    probe: false\n    tls:\n      ca: ca.pem\n"
+        ),
+    );
+    for _ in 0..20 {
+        let r = get(gw.port(), "www.example.com", "/spread");
+        assert_eq!(r.status, 200, "{}\n{}", r.body, gw.logs());
+    }
+    let (n2, n3) = (b2.requests().len(), b3.requests().len());
+    assert_eq!((n2, n3), (10, 10), "round robin over both addresses");
+    for r in b2.requests().iter().chain(&b3.requests()) {
+        assert_eq!(r.header("host"), Some(NAME));
+    }
+    let metrics = admin_get(admin, "/metrics");
+    for ip in ["127.0.0.2", "127.0.0.3"] {
+        let series =
+            format!("pinion_server_healthy{{pool=\"api\",server=\"{NAME}:{port} ({ip})\"}} 1");
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+    assert!(metrics.contains(&format!(
+        "pinion_dns_addresses{{pool=\"api\",name=\"{NAME}\"}} 2"
+    )));
+    let name = name_status(admin);
+    assert_eq!(name["name"], NAME);
+    assert_eq!(
+        name["addresses"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
+    assert_eq!(name["resolving"], true);
+}
+
+#[test]
+fn traffic_moves_to_a_new_address_within_resolve_seconds_and_no_request_fails() {
+    let dns = DnsServer::start();
+    dns.set(NAME, &["127.0.0.2", "127.0.0.3"]);
+    let id = Identity::self_signed(&[NAME]);
+    let port = free_port();
+    let b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
+    let b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
+    let b4 = Backend::https_at("b4", &id, &format!("127.0.0.4:{port}"));
+    let env = Env::new();
+    id.write(env.path(), "backend");
+    let admin = free_port();
+    let gw = start(
+        env,
+        &dns,
+        admin,
+        &format!(
+            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 1\n    probe: {{interval_seconds: 1}}\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
+        ),
+    );
+    let load = Load::start(gw.port(), 4, "/load");
+    wait_for("both addresses to serve", Duration::from_secs(10), || {
+        (!b2.requests().is_empty() && !b3.requests().is_empty()).then_some(())
+    });
+    dns.set(NAME, &["127.0.0.4"]);
+    let changed = Instant::now();
+    wait_for("the new address to serve", Duration::from_secs(5), || {
+        (!b4.requests().is_empty()).then_some(())
+    });
+    let moved = changed.elapsed();
+    // The addresses that left: their pooled connections are closed (long before the 60 s idle
+    // timeout), and no request reaches them any more.
+    wait_for(
+        "the old addresses' connections to close",
+        Duration::from_secs(10),
+        || {
+            let all_closed = b2.closed() == b2.accepted() && b3.closed() == b3.accepted();
+            all_closed.then_some(())
+        },
+    );
+    let before = (
+        b2.requests().len(),
+        b3.requests().len(),
+        b4.requests().len(),
+    );
+    let until = Instant::now() + Duration::from_secs(1);
+    wait_for(
+        "more load on the new address",
+        Duration::from_secs(10),
+        || (Instant::now() > until && b4.requests().len() > before.2 + 20).then_some(()),
+    );
+    let outcome = load.stop();
+    assert_eq!(
+        (b2.requests().len(), b3.requests().len()),
+        (before.0, before.1),
+        "a request reached an address that left"
+    );
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert!(outcome.ok > 100, "{outcome:?}");
+    println!(
+        "traffic moved {} ms after the answer changed (resolve_seconds: 1); {} requests, 0 failed",
+        moved.as_millis(),
+        outcome.ok
+    );
+    assert!(
+        moved <= Duration::from_secs(2),
+        "moved after {moved:?}, resolve_seconds is 1 (plus one probe)"
+    );
+    gw.log_line(&[
+        "pool api: servers now 1",
+        &format!("{NAME}:{port} (127.0.0.4)"),
+    ]);
+}
+
+#[test]
+fn a_dns_outage_keeps_the_last_good_addresses_and_is_logged_once() {
+    let dns = DnsServer::start();
+    dns.set(NAME, &["127.0.0.2", "127.0.0.3"]);
+    let id = Identity::self_signed(&[NAME]);
+    let port = free_port();
+    let b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
+    let b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
+    let env = Env::new();
+    id.write(env.path(), "backend");
+    let admin = free_port();
+    let gw = start(
+        env,
+        &dns,
+        admin,
+        &format!(
+            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 1\n    probe: false\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
+        ),
+    );
+    assert_eq!(get(gw.port(), "www", "/").status, 200);
+
+    // The server stops answering: lookups time out, the last good addresses stay.
+    dns.silence(true);
+    wait_for("two failed lookups", Duration::from_secs(40), || {
+        (lookups(admin, NAME, "failed") >= 2.0).then_some(())
+    });
+    let served = (b2.requests().len(), b3.requests().len());
+    for _ in 0..10 {
+        let r = get(gw.port(), "www", "/during-outage");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(b2.requests().len() - served.0, 5);
+    assert_eq!(b3.requests().len() - served.1, 5);
+    let name = name_status(admin);
+    assert_eq!(
+        name["addresses"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
+    assert_eq!(name["resolving"], false);
+    assert!(name["error"].is_string(), "{name}");
+    assert!(name["failing_since"].is_string(), "{name}");
+    assert_eq!(
+        metric(
+            admin,
+            &format!("pinion_dns_resolving{{pool=\"api\",name=\"{NAME}\"}}")
+        ),
+        0.0
+    );
+
+    dns.silence(false);
+    gw.log_line(&["pool api:", NAME, "resolves again"]);
+    // An empty answer (the name no longer exists) is a failure too: the addresses stay.
+    let failed = lookups(admin, NAME, "failed");
+    dns.set(NAME, &[]);
+    wait_for(
+        "a lookup of the removed name",
+        Duration::from_secs(10),
+        || (lookups(admin, NAME, "failed") > failed).then_some(()),
+    );
+    assert_eq!(get(gw.port(), "www", "/after").status, 200);
+    assert_eq!(
+        name_status(admin)["addresses"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let logs = gw.logs();
+    let outages = logs
+        .lines()
+        .filter(|l| l.contains("does not resolve") && l.contains("keeping its last"))
+        .count();
+    assert_eq!(outages, 2, "one line per outage, not per lookup:\n{logs}");
+}
+
+#[test]
+fn a_new_address_with_another_key_gets_no_request_bytes() {
+    let dns = DnsServer::start();
+    let probed = "probed.pinion.test";
+    dns.set(NAME, &["127.0.0.2"]);
+    dns.set(probed, &["127.0.0.2"]);
+    let good = Identity::self_signed(&[NAME]);
+    let impostor = Identity::self_signed(&[NAME]);
+    let port = free_port();
+    let b2 = Backend::https_at("b2", &good, &format!("127.0.0.2:{port}"));
+    let b4 = Backend::https_at("impostor", &impostor, &format!("127.0.0.4:{port}"));
+    let env = Env::new();
+    good.write(env.path(), "backend");
+    let admin = free_port();
+    // `api` has no probe: a request meets the impostor and is refused after the handshake.
+    // `probed` probes: the impostor's address never enters rotation.
+    let yaml = config(
+        &env,
+        &dns,
+        admin,
+        &format!(
+            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 1\n    probe: false\n    tls:\n      pins: [{{cert: backend.pem}}]\n  - name: probed\n    servers: [\"{probed}:{port}\"]\n    resolve_seconds: 1\n    probe: {{interval_seconds: 1}}\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
+        ),
+    )
+    .replace(
+        "routes:\n",
+        "routes:\n  - name: probed\n    paths: [\"/probed/*\"]\n    pool: probed\n",
+    );
+    let gw = env.start(&yaml);
+    assert_eq!(get(gw.port(), "www", "/").status, 200);
+
+    dns.set(probed, &["127.0.0.2", "127.0.0.4"]);
+    dns.set(NAME, &["127.0.0.4"]);
+    wait_for(
+        "the impostor's address to be used",
+        Duration::from_secs(10),
+        || (get(gw.port(), "www", "/").status == 502).then_some(()),
+    );
+    for _ in 0..5 {
+        assert_eq!(get(gw.port(), "www", "/").status, 502);
+    }
+    wait_for(
+        "the probe of the new address",
+        Duration::from_secs(10),
+        || {
+            let status = admin_get(admin, "/status");
+            status.contains("not whitelisted").then_some(())
+        },
+    );
+    let before = b2.requests().len();
+    for _ in 0..6 {
+        assert_eq!(get(gw.port(), "www", "/probed/x").status, 200);
+    }
+    assert_eq!(
+        b2.requests().len(),
+        before + 6,
+        "the probed pool stays on the good key"
+    );
+    assert!(b4.handshakes() > 0);
+    assert_eq!(b4.request_bytes(), 0, "the other key got request bytes");
+    let refused = metric(
+        admin,
+        &format!(
+            "pinion_tls_check_failures_total{{pool=\"api\",server=\"{NAME}:{port} (127.0.0.4)\",reason=\"not_whitelisted\"}}"
+        ),
+    );
+    assert!(refused >= 6.0, "{refused}");
+    let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status")).unwrap();
+    let servers = status["pools"][1]["servers"].as_array().unwrap().clone();
+    let newcomer = servers
+        .iter()
+        .find(|s| s["server"].as_str().unwrap().ends_with("(127.0.0.4)"))
+        .unwrap();
+    assert_eq!(newcomer["healthy"], false, "{newcomer}");
+}
+
+#[test]
+fn a_name_that_does_not_resolve_at_start_answers_502_until_it_does() {
+    let dns = DnsServer::start();
+    let id = Identity::self_signed(&[NAME]);
+    let port = free_port();
+    let b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
+    let env = Env::new();
+    id.write(env.path(), "backend");
+    let admin = free_port();
+    let pool = format!(
+        "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 1\n    probe: false\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
+    );
+
+    // `-t` passes and names what does not resolve; `resolve_on_start: required` fails it.
+    let file = env.write_config(&config(&env, &dns, admin, &pool));
+    let out = pinion().arg("-t").arg("-c").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pool api: {NAME}:{port} does not resolve")),
+        "{stderr}"
+    );
+    let required = pool.replace(
+        "probe: false\n",
+        "probe: false\n    resolve_on_start: required\n",
+    );
+    let file = env.write_config(&config(&env, &dns, admin, &required));
+    let out = pinion().arg("-t").arg("-c").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pools[0].servers[0]"), "{stderr}");
+    assert!(stderr.contains("resolve_on_start: required"), "{stderr}");
+
+    let gw = start(env, &dns, admin, &pool);
+    let r = get(gw.port(), "www", "/");
+    assert_eq!(r.status, 502, "{}", r.body);
+    gw.log_line(&["pool api:", NAME, "does not resolve", "answers 502"]);
+    gw.log_line(&[
+        "pool api: no healthy server",
+        &format!("{NAME} does not resolve"),
+    ]);
+    dns.set(NAME, &["127.0.0.2"]);
+    wait_for("the name to resolve", Duration::from_secs(10), || {
+        (get(gw.port(), "www", "/").status == 200).then_some(())
+    });
+    assert!(!b2.requests().is_empty());
+}
