@@ -3,7 +3,8 @@
 
 use crate::harness::dns::DnsServer;
 use crate::harness::load::Load;
-use crate::harness::{free_port, get, pinion, wait_for, Backend, Ca, Conn, Env, Identity};
+use crate::harness::{free_port, get, pinion, wait_for, Backend, Ca, Env, Identity};
+use crate::operations::{admin_get, metrics, sample};
 use std::time::{Duration, Instant};
 
 const NAME: &str = "api.pinion.test";
@@ -24,32 +25,19 @@ fn config(env: &Env, dns: &DnsServer, admin: u16, pools: &str) -> String {
     )
 }
 
-fn admin_get(admin: u16, path: &str) -> String {
-    let r = Conn::plain(admin).send(&format!(
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    ));
+fn status(admin: u16) -> serde_json::Value {
+    let r = admin_get(admin, "/status");
     assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
-/// The value of the metric line that starts with `series`, 0 when absent.
-fn metric(admin: u16, series: &str) -> f64 {
-    admin_get(admin, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    serde_json::from_str(&r.body).unwrap()
 }
 
 fn lookups(admin: u16, name: &str, result: &str) -> f64 {
-    metric(
-        admin,
-        &format!("pinion_dns_lookups_total{{pool=\"api\",name=\"{name}\",result=\"{result}\"}}"),
-    )
+    let labels = [("pool", "api"), ("name", name), ("result", result)];
+    sample(&metrics(admin), "pinion_dns_lookups_total", &labels)
 }
 
 fn name_status(admin: u16) -> serde_json::Value {
-    let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status")).unwrap();
-    status["pools"][0]["names"][0].clone()
+    status(admin)["pools"][0]["names"][0].clone()
 }
 
 #[test]
@@ -83,15 +71,19 @@ fn a_name_stands_for_each_of_its_addresses_and_is_verified_and_addressed_by_name
     for r in b2.requests().iter().chain(&b3.requests()) {
         assert_eq!(r.header("host"), Some(NAME));
     }
-    let metrics = admin_get(admin, "/metrics");
+    let m = metrics(admin);
     for ip in ["127.0.0.2", "127.0.0.3"] {
-        let series =
-            format!("pinion_server_healthy{{pool=\"api\",server=\"{NAME}:{port} ({ip})\"}} 1");
-        assert!(metrics.contains(&series), "{series}\n{metrics}");
+        let server = format!("{NAME}:{port} ({ip})");
+        let labels = [("pool", "api"), ("server", server.as_str())];
+        assert_eq!(
+            sample(&m, "pinion_server_healthy", &labels),
+            1.0,
+            "{server}"
+        );
     }
-    assert!(metrics.contains(&format!(
-        "pinion_dns_addresses{{pool=\"api\",name=\"{NAME}\"}} 2"
-    )));
+    let labels = [("pool", "api"), ("name", NAME)];
+    assert_eq!(sample(&m, "pinion_dns_addresses", &labels), 2.0);
+    assert_eq!(sample(&m, "pinion_dns_resolving", &labels), 1.0);
     let name = name_status(admin);
     assert_eq!(name["name"], NAME);
     assert_eq!(
@@ -216,11 +208,9 @@ fn a_dns_outage_keeps_the_last_good_addresses_and_is_logged_once() {
     assert_eq!(name["resolving"], false);
     assert!(name["error"].is_string(), "{name}");
     assert!(name["failing_since"].is_string(), "{name}");
+    let labels = [("pool", "api"), ("name", NAME)];
     assert_eq!(
-        metric(
-            admin,
-            &format!("pinion_dns_resolving{{pool=\"api\",name=\"{NAME}\"}}")
-        ),
+        sample(&metrics(admin), "pinion_dns_resolving", &labels),
         0.0
     );
 
@@ -293,7 +283,7 @@ fn a_new_address_with_another_key_gets_no_request_bytes() {
         "the probe of the new address",
         Duration::from_secs(10),
         || {
-            let status = admin_get(admin, "/status");
+            let status = admin_get(admin, "/status").body;
             status.contains("not whitelisted").then_some(())
         },
     );
@@ -308,15 +298,18 @@ fn a_new_address_with_another_key_gets_no_request_bytes() {
     );
     assert!(b4.handshakes() > 0);
     assert_eq!(b4.request_bytes(), 0, "the other key got request bytes");
-    let refused = metric(
-        admin,
-        &format!(
-            "pinion_tls_check_failures_total{{pool=\"api\",server=\"{NAME}:{port} (127.0.0.4)\",reason=\"not_whitelisted\"}}"
-        ),
-    );
+    let server = format!("{NAME}:{port} (127.0.0.4)");
+    let labels = [
+        ("pool", "api"),
+        ("server", server.as_str()),
+        ("reason", "not_whitelisted"),
+    ];
+    let refused = sample(&metrics(admin), "pinion_tls_check_failures_total", &labels);
     assert!(refused >= 6.0, "{refused}");
-    let status: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status")).unwrap();
-    let servers = status["pools"][1]["servers"].as_array().unwrap().clone();
+    let servers = status(admin)["pools"][1]["servers"]
+        .as_array()
+        .unwrap()
+        .clone();
     let newcomer = servers
         .iter()
         .find(|s| s["server"].as_str().unwrap().ends_with("(127.0.0.4)"))

@@ -26,6 +26,7 @@ mod operations;
 mod pin_command;
 mod pinning;
 mod pools;
+mod readme;
 mod reload;
 mod routing;
 mod soak;
