@@ -272,6 +272,7 @@ fn build(
 mod tests {
     use super::*;
     use crate::config::{load_with, Resolve};
+    use crate::dns::{Answer, DnsError};
 
     const PIN_A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     const PIN_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
@@ -285,6 +286,69 @@ mod tests {
         let file = dir.path().join("pinion.yaml");
         std::fs::write(&file, yaml).unwrap();
         load_with(&file, Resolve::Offline).unwrap()
+    }
+
+    /// A pool `api` of the name `api.test` on port 9001, with `answer` as its one lookup.
+    fn named(dir: &tempfile::TempDir, answer: Result<&[&str], DnsError>) -> Config {
+        let yaml = "listeners:\n  - name: web\n    bind: 127.0.0.1:8080\npools:\n  - name: api\n    probe: false\n    servers: [\"api.test:9001\"]\nroutes:\n  - name: all\n    pool: api\n";
+        let file = dir.path().join("pinion.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut config = load_with(&file, Resolve::Offline).unwrap();
+        let answer = answer.map(|addrs| Answer {
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ttl: None,
+        });
+        config.answers.insert("api.test".into(), answer);
+        config
+    }
+
+    #[test]
+    fn a_name_is_a_server_per_address_and_a_reload_during_an_outage_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::new(&named(&dir, Ok(&["127.0.0.3", "127.0.0.2"]))).unwrap();
+        let first = gw.current();
+        let labels: Vec<String> = first.pools[0]
+            .servers()
+            .iter()
+            .map(|s| s.label.clone())
+            .collect();
+        assert_eq!(
+            labels,
+            ["api.test:9001 (127.0.0.2)", "api.test:9001 (127.0.0.3)"]
+        );
+        assert_eq!(first.pools[0].servers()[0].host_name, "api.test");
+        first.pools[0].servers()[1]
+            .health
+            .record(Err("refused".into()), 1, 1);
+
+        let outage = gw.prepare(&named(&dir, Err(DnsError::Timeout(5)))).unwrap();
+        assert_eq!((outage.kept_servers, outage.servers), (2, 2));
+        let second = gw.install(outage);
+        assert!(!second.pools[0].servers()[1].health.is_healthy());
+        assert!(Arc::ptr_eq(
+            &first.pools[0].names[0],
+            &second.pools[0].names[0]
+        ));
+        assert!(second.pools[0].next_set().is_none(), "nothing changed");
+
+        second.pools[0].names[0].record(
+            "api",
+            Ok(Answer {
+                addrs: vec!["127.0.0.3".parse().unwrap(), "127.0.0.4".parse().unwrap()],
+                ttl: None,
+            }),
+        );
+        let (set, change) = second.pools[0].next_set().unwrap();
+        assert_eq!(change.added.len(), 1);
+        assert_eq!(change.removed[0].label, "api.test:9001 (127.0.0.2)");
+        assert!(
+            Arc::ptr_eq(&set[0], &second.pools[0].servers()[1]),
+            "the address that stays is the same server, health and all"
+        );
+        assert!(
+            set[1].health.is_healthy(),
+            "no probe: a new address serves at once"
+        );
     }
 
     #[test]

@@ -118,8 +118,10 @@ impl NameState {
         let mut s = self.lock();
         let host = &self.host;
         match answer {
-            Ok(answer) => {
+            Ok(mut answer) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
+                answer.addrs.sort_unstable();
+                answer.addrs.dedup();
                 let list = join(&answer.addrs);
                 if s.error.take().is_some() {
                     s.failing_since = None;
@@ -308,5 +310,66 @@ async fn close_idle(gen: Arc<Generation>, p: usize, mut left: Vec<Arc<super::Ser
             "pool {}: closed {closed} idle connection(s) to servers that left",
             pool.name
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(addrs: &[&str], ttl: u64) -> Result<Answer, DnsError> {
+        Ok(Answer {
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ttl: Some(Duration::from_secs(ttl)),
+        })
+    }
+
+    #[test]
+    fn a_failed_or_empty_answer_keeps_the_last_good_addresses() {
+        let n = NameState::new("api.internal");
+        assert_eq!(
+            n.unresolved().as_deref(),
+            Some("api.internal does not resolve (not looked up yet)")
+        );
+        n.record("p", answer(&["10.0.0.1", "10.0.0.2"], 30));
+        n.record("p", Err(DnsError::Timeout(2)));
+        n.record("p", Err(DnsError::Empty));
+        let r = n.report();
+        assert_eq!(r.addrs.len(), 2);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the answer holds no A or AAAA record")
+        );
+        assert!(r.failing_since.is_some());
+        assert_eq!(n.unresolved(), None);
+        assert_eq!(
+            (
+                n.ok.load(Ordering::Relaxed),
+                n.failed.load(Ordering::Relaxed)
+            ),
+            (1, 2)
+        );
+        n.record("p", answer(&["10.0.0.3"], 30));
+        let r = n.report();
+        assert_eq!((r.addrs.len(), r.error, r.failing_since), (1, None, None));
+    }
+
+    #[test]
+    fn the_next_lookup_is_the_sooner_of_resolve_seconds_and_the_ttl_but_never_below_a_second() {
+        let every = Duration::from_secs(30);
+        let n = NameState::new("api.internal");
+        assert_eq!(
+            n.next_lookup(every),
+            RETRY_UNRESOLVED,
+            "nothing resolved yet"
+        );
+        n.record("p", answer(&["10.0.0.1"], 300));
+        assert_eq!(n.next_lookup(every), every);
+        n.record("p", answer(&["10.0.0.1"], 7));
+        assert_eq!(n.next_lookup(every), Duration::from_secs(7));
+        n.record("p", answer(&["10.0.0.1"], 0));
+        assert_eq!(n.next_lookup(every), MIN_INTERVAL);
+        n.record("p", Err(DnsError::Timeout(2)));
+        assert_eq!(n.next_lookup(every), every, "a failing name with addresses");
     }
 }

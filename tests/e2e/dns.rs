@@ -168,6 +168,36 @@ fn traffic_moves_to_a_new_address_within_resolve_seconds_and_no_request_fails() 
 }
 
 #[test]
+fn a_record_ttl_shorter_than_resolve_seconds_brings_the_next_lookup_forward() {
+    let dns = DnsServer::start();
+    dns.set_ttl(1);
+    dns.set(NAME, &["127.0.0.2"]);
+    let id = Identity::self_signed(&[NAME]);
+    let port = free_port();
+    let _b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
+    let _b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
+    let env = Env::new();
+    id.write(env.path(), "backend");
+    let admin = free_port();
+    let gw = start(
+        env,
+        &dns,
+        admin,
+        &format!(
+            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 60\n    probe: false\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
+        ),
+    );
+    assert_eq!(get(gw.port(), "www", "/").body, "b2 /\n");
+    dns.set(NAME, &["127.0.0.3"]);
+    // resolve_seconds is 60; the 1 s TTL has pinion ask again after a second.
+    wait_for(
+        "the answer's TTL to run out",
+        Duration::from_secs(10),
+        || (get(gw.port(), "www", "/").body == "b3 /\n").then_some(()),
+    );
+}
+
+#[test]
 fn a_dns_outage_keeps_the_last_good_addresses_and_is_logged_once() {
     let dns = DnsServer::start();
     dns.set(NAME, &["127.0.0.2", "127.0.0.3"]);

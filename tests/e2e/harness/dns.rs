@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The TTL of every record: long, so a resolver that cached answers for their TTL would never
-/// see a change during a test; pinion must ask again every `resolve_seconds`.
+/// The TTL of every record unless a test sets another: long, so a resolver that cached answers
+/// for their TTL would never see a change during a test; pinion must ask again every
+/// `resolve_seconds`.
 const TTL: u32 = 300;
 
 #[derive(Default)]
@@ -22,6 +23,8 @@ struct Zone {
     records: HashMap<String, Vec<IpAddr>>,
     /// While set, queries are read and dropped: a server that stopped answering.
     silent: bool,
+    /// The TTL of every record (0: [`TTL`]).
+    ttl: u32,
 }
 
 /// A running DNS server; it stops when dropped.
@@ -85,6 +88,11 @@ impl DnsServer {
             .unwrap()
             .records
             .insert(name.to_ascii_lowercase(), addrs);
+    }
+
+    /// The TTL of every record from now on.
+    pub fn set_ttl(&self, ttl: u32) {
+        self.zone.lock().unwrap().ttl = ttl;
     }
 
     /// Stops answering anything (`true`), or answers again (`false`).
@@ -163,7 +171,8 @@ fn answer(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
                 _ => continue,
             };
             let owner = Name::from_ascii(format!("{name}.")).ok()?;
-            reply.add_answer(Record::from_rdata(owner, TTL, rdata));
+            let ttl = if zone.ttl == 0 { TTL } else { zone.ttl };
+            reply.add_answer(Record::from_rdata(owner, ttl, rdata));
         }
     }
     reply.set_response_code(code);
