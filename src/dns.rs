@@ -8,8 +8,10 @@ use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::{Hosts, TokioResolver};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -50,6 +52,8 @@ pub type Answers = BTreeMap<String, Result<Answer, DnsError>>;
 /// A resolver for backend names.
 pub struct Dns {
     resolver: TokioResolver,
+    /// `/etc/hosts` as read when the resolver was made.
+    hosts: Hosts,
 }
 
 impl std::fmt::Debug for Dns {
@@ -79,7 +83,9 @@ impl Dns {
             (config, opts)
         };
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        opts.use_hosts_file = ResolveHosts::Always;
+        // Read here instead, so a name found there is never asked of a name server (as the C
+        // library's `files` before `dns`): `localhost` has no AAAA query leave the machine.
+        opts.use_hosts_file = ResolveHosts::Never;
         // Re-resolution decides how often to ask (`resolve_seconds`, or a shorter TTL); a cache
         // would answer from memory until the TTL ran out, however long that is.
         opts.cache_size = 0;
@@ -87,7 +93,34 @@ impl Dns {
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
                 .with_options(opts)
                 .build();
-        Ok(Dns { resolver })
+        // A missing or unreadable /etc/hosts is an empty one, as for the C library.
+        let hosts = Hosts::from_system().unwrap_or_default();
+        Ok(Dns { resolver, hosts })
+    }
+
+    /// The addresses `/etc/hosts` gives `fqdn`, if it names it.
+    fn from_hosts(&self, fqdn: &str) -> Option<Answer> {
+        let name = Name::from_ascii(fqdn).ok()?;
+        let mut addrs: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|t| {
+                self.hosts
+                    .lookup_static_host(&Query::query(name.clone(), t))
+            })
+            .flat_map(|lookup| {
+                lookup
+                    .record_iter()
+                    .filter_map(|r| match r.data() {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        (!addrs.is_empty()).then_some(Answer { addrs, ttl: None })
     }
 
     /// Every A and AAAA address of `host`.
@@ -95,11 +128,18 @@ impl Dns {
         self.resolver.clear_cache();
         // A trailing dot: the name is complete, no search domain is tried.
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let lookup = self
-            .resolver
-            .lookup_ip(fqdn.as_str())
-            .await
-            .map_err(|e| DnsError::Lookup(e.to_string()))?;
+        if let Some(answer) = self.from_hosts(&fqdn) {
+            return Ok(answer);
+        }
+        let lookup = self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| {
+            if e.is_nx_domain() {
+                DnsError::Lookup("no such name (NXDOMAIN)".into())
+            } else if e.is_no_records_found() {
+                DnsError::Empty
+            } else {
+                DnsError::Lookup(e.to_string())
+            }
+        })?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
         addrs.sort();
         addrs.dedup();
@@ -151,4 +191,42 @@ pub fn lookup_all_blocking(servers: &[SocketAddr], names: &[String]) -> Answers 
             Err(_) => failed(DnsError::Lookup("the lookup thread failed".into())),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_in_the_hosts_file_is_answered_from_it_without_asking_a_server() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Nothing answers on port 9: a query to the server would time out, not answer.
+            let mut dns = Dns::new(&["127.0.0.1:9".parse().unwrap()]).unwrap();
+            let mut hosts = Hosts::default();
+            hosts
+                .read_hosts_conf("127.0.0.7 api.internal\n::7 api.internal\n".as_bytes())
+                .unwrap();
+            dns.hosts = hosts;
+            let started = Instant::now();
+            let answer = dns.lookup("api.internal").await.unwrap();
+            let want: Vec<IpAddr> = vec!["127.0.0.7".parse().unwrap(), "::7".parse().unwrap()];
+            assert_eq!(answer.addrs, want);
+            assert!(started.elapsed() < Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn names_are_looked_up_together_and_each_failure_is_its_own() {
+        // A server that does not answer: every name fails, by timeout, within the load limit.
+        let started = Instant::now();
+        let names = vec!["a.pinion.test".to_owned(), "b.pinion.test".to_owned()];
+        let answers = lookup_all_blocking(&["127.0.0.1:9".parse().unwrap()], &names);
+        assert_eq!(answers.len(), 2);
+        assert!(answers.values().all(Result::is_err), "{answers:?}");
+        assert!(started.elapsed() < LOAD_TIMEOUT + Duration::from_secs(2));
+    }
 }

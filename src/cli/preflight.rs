@@ -84,7 +84,11 @@ pub fn check(config: &Config) -> std::io::Result<Vec<Row>> {
                 });
             }
             // A name that did not resolve has no server to connect to: say so, never pass.
-            for name in pool.names.iter().filter_map(|n| n.unresolved().map(|u| (n, u))) {
+            for name in pool
+                .names
+                .iter()
+                .filter_map(|n| n.unresolved().map(|u| (n, u)))
+            {
                 rows.push(Row {
                     pool: pool.name.clone(),
                     server: name.0.host.clone(),
