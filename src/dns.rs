@@ -99,7 +99,7 @@ impl Dns {
     }
 
     /// The addresses `/etc/hosts` gives `fqdn`, if it names it.
-    fn from_hosts(&self, fqdn: &str) -> Option<Answer> {
+    fn in_hosts(&self, fqdn: &str) -> Option<Answer> {
         let name = Name::from_ascii(fqdn).ok()?;
         let mut addrs: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
             .into_iter()
@@ -128,7 +128,7 @@ impl Dns {
         self.resolver.clear_cache();
         // A trailing dot: the name is complete, no search domain is tried.
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        if let Some(answer) = self.from_hosts(&fqdn) {
+        if let Some(answer) = self.in_hosts(&fqdn) {
             return Ok(answer);
         }
         let lookup = self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| {

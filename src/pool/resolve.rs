@@ -235,7 +235,7 @@ async fn refresh_loop(gen: Arc<Generation>, p: usize, dns: &Dns, gw: &Gateway) {
             let limit = every.max(Duration::from_secs(10));
             let answer = tokio::time::timeout(limit, dns.lookup(&n.host))
                 .await
-                .unwrap_or_else(|_| Err(DnsError::Timeout(limit.as_secs())));
+                .unwrap_or(Err(DnsError::Timeout(limit.as_secs())));
             n.record(&pool.name, answer);
         });
         futures::future::join_all(lookups).await;
