@@ -2,6 +2,7 @@
 //! while pinion runs, through a real DNS server the test runs on loopback and changes.
 
 use crate::harness::dns::DnsServer;
+use crate::harness::gateway::Gateway;
 use crate::harness::load::Load;
 use crate::harness::{free_port, get, pinion, wait_for, Backend, Ca, Env, Identity};
 use crate::operations::{admin_get, metrics, sample};
@@ -11,7 +12,7 @@ const NAME: &str = "api.pinion.test";
 
 /// Starts pinion with `dns` as its resolver, an admin listener on `admin`, the pools given and
 /// a catch-all route to the first pool, `api`.
-fn start(env: Env, dns: &DnsServer, admin: u16, pools: &str) -> crate::harness::gateway::Gateway {
+fn start(env: Env, dns: &DnsServer, admin: u16, pools: &str) -> Gateway {
     let yaml = config(&env, dns, admin, pools);
     env.start(&yaml)
 }
@@ -23,6 +24,39 @@ fn config(env: &Env, dns: &DnsServer, admin: u16, pools: &str) -> String {
         dns.resolvers_line(),
         env.listeners()
     )
+}
+
+/// pinion with a pool `api` of `NAME:port` that whitelists one key (plus `pool_keys`), asking
+/// `dns`; a backend `bN` presenting that key on 127.0.0.N:port for each N of `backends`.
+struct Pinned {
+    dns: DnsServer,
+    port: u16,
+    admin: u16,
+    backends: Vec<Backend>,
+    gw: Gateway,
+}
+
+fn pinned(dns: DnsServer, backends: &[u8], pool_keys: &str) -> Pinned {
+    let id = Identity::self_signed(&[NAME]);
+    let port = free_port();
+    let backends = backends
+        .iter()
+        .map(|n| Backend::https_at(&format!("b{n}"), &id, &format!("127.0.0.{n}:{port}")))
+        .collect();
+    let env = Env::new();
+    id.write(env.path(), "backend");
+    let admin = free_port();
+    let pool = format!(
+        "  - name: api\n    servers: [\"{NAME}:{port}\"]\n{pool_keys}    tls:\n      pins: [{{cert: backend.pem}}]\n"
+    );
+    let gw = start(env, &dns, admin, &pool);
+    Pinned {
+        dns,
+        port,
+        admin,
+        backends,
+        gw,
+    }
 }
 
 fn status(admin: u16) -> serde_json::Value {
@@ -97,22 +131,17 @@ fn a_name_stands_for_each_of_its_addresses_and_is_verified_and_addressed_by_name
 fn traffic_moves_to_a_new_address_within_resolve_seconds_and_no_request_fails() {
     let dns = DnsServer::start();
     dns.set(NAME, &["127.0.0.2", "127.0.0.3"]);
-    let id = Identity::self_signed(&[NAME]);
-    let port = free_port();
-    let b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
-    let b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
-    let b4 = Backend::https_at("b4", &id, &format!("127.0.0.4:{port}"));
-    let env = Env::new();
-    id.write(env.path(), "backend");
-    let admin = free_port();
-    let gw = start(
-        env,
-        &dns,
-        admin,
-        &format!(
-            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 1\n    probe: {{interval_seconds: 1}}\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
-        ),
-    );
+    let keys = "    resolve_seconds: 1\n    probe: {interval_seconds: 1}\n";
+    let Pinned {
+        dns,
+        port,
+        backends,
+        gw,
+        ..
+    } = pinned(dns, &[2, 3, 4], keys);
+    let [b2, b3, b4] = &backends[..] else {
+        unreachable!()
+    };
     let load = Load::start(gw.port(), 4, "/load");
     wait_for("both addresses to serve", Duration::from_secs(10), || {
         (!b2.requests().is_empty() && !b3.requests().is_empty()).then_some(())
@@ -172,21 +201,13 @@ fn a_record_ttl_shorter_than_resolve_seconds_brings_the_next_lookup_forward() {
     let dns = DnsServer::start();
     dns.set_ttl(1);
     dns.set(NAME, &["127.0.0.2"]);
-    let id = Identity::self_signed(&[NAME]);
-    let port = free_port();
-    let _b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
-    let _b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
-    let env = Env::new();
-    id.write(env.path(), "backend");
-    let admin = free_port();
-    let gw = start(
-        env,
-        &dns,
-        admin,
-        &format!(
-            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 60\n    probe: false\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
-        ),
-    );
+    // Bound to `_backends` so they live to the end: fields left to `..` are dropped at once.
+    let Pinned {
+        dns,
+        gw,
+        backends: _backends,
+        ..
+    } = pinned(dns, &[2, 3], "    resolve_seconds: 60\n    probe: false\n");
     assert_eq!(get(gw.port(), "www", "/").body, "b2 /\n");
     dns.set(NAME, &["127.0.0.3"]);
     // resolve_seconds is 60; the 1 s TTL has pinion ask again after a second.
@@ -201,21 +222,17 @@ fn a_record_ttl_shorter_than_resolve_seconds_brings_the_next_lookup_forward() {
 fn a_dns_outage_keeps_the_last_good_addresses_and_is_logged_once() {
     let dns = DnsServer::start();
     dns.set(NAME, &["127.0.0.2", "127.0.0.3"]);
-    let id = Identity::self_signed(&[NAME]);
-    let port = free_port();
-    let b2 = Backend::https_at("b2", &id, &format!("127.0.0.2:{port}"));
-    let b3 = Backend::https_at("b3", &id, &format!("127.0.0.3:{port}"));
-    let env = Env::new();
-    id.write(env.path(), "backend");
-    let admin = free_port();
-    let gw = start(
-        env,
-        &dns,
+    let keys = "    resolve_seconds: 1\n    probe: false\n";
+    let Pinned {
+        dns,
         admin,
-        &format!(
-            "  - name: api\n    servers: [\"{NAME}:{port}\"]\n    resolve_seconds: 1\n    probe: false\n    tls:\n      pins: [{{cert: backend.pem}}]\n"
-        ),
-    );
+        backends,
+        gw,
+        ..
+    } = pinned(dns, &[2, 3], keys);
+    let [b2, b3] = &backends[..] else {
+        unreachable!()
+    };
     assert_eq!(get(gw.port(), "www", "/").status, 200);
 
     // The server stops answering: lookups time out, the last good addresses stay.

@@ -115,6 +115,16 @@ fn every_command_of_using_it_runs_as_printed_on_a_fresh_copy() {
         );
         (out.status.code(), text)
     };
+    // A command that keeps running (a gateway, the demo), in the copy's directory.
+    let spawn = |args: &[String]| {
+        pinion()
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let mut backends = Vec::new();
     let mut pins = Vec::new();
     for command in &commands {
@@ -152,15 +162,9 @@ fn every_command_of_using_it_runs_as_printed_on_a_fresh_copy() {
                 }
             }
             ["pinion", "demo"] => {
-                let child = pinion()
-                    .args(["demo", "--port", &demo_port.to_string()])
-                    .args(["--admin-port", &demo_admin.to_string()])
-                    .current_dir(dir.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                procs.children.push(child);
+                let (port, admin) = (demo_port.to_string(), demo_admin.to_string());
+                let args = ["demo", "--port", &port, "--admin-port", &admin].map(String::from);
+                procs.children.push(spawn(&args));
                 wait_for("the demo", Duration::from_secs(30), || listening(demo_port));
                 assert_eq!(get(demo_port, "localhost", "/hello").status, 200);
             }
@@ -170,14 +174,7 @@ fn every_command_of_using_it_runs_as_printed_on_a_fresh_copy() {
                 assert!(out.contains("configuration ok"), "{out}");
             }
             ["pinion", "-c", _] => {
-                let child = pinion()
-                    .args(&words[1..])
-                    .current_dir(dir.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                procs.children.push(child);
+                procs.children.push(spawn(&words[1..]));
                 wait_for("the gateway", Duration::from_secs(30), || listening(port));
                 wait_for("the admin listener", Duration::from_secs(30), || {
                     listening(admin)
@@ -190,13 +187,7 @@ fn every_command_of_using_it_runs_as_printed_on_a_fresh_copy() {
                 let old = pid(&procs.pid_file);
                 let sock = dir.path().join("upgrade.sock");
                 let _ = std::fs::remove_file(&sock);
-                let child = pinion()
-                    .args(&words[1..])
-                    .current_dir(dir.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
+                let child = spawn(&words[1..]);
                 let new = child.id() as i32;
                 procs.children.push(child);
                 // Once the new process waits for the sockets, SIGQUIT makes the old one send them.
