@@ -235,37 +235,35 @@ impl ProxyHttp for Proxy {
         // checks against the request's own generation: a reload that removed a pin refuses a
         // connection pooled under the old whitelist.
         let gen = ctx.gen.clone();
-        let (Some(pool), Some(server)) = (ctx.pool.and_then(|p| gen.pools.get(p)), ctx.chosen())
-        else {
+        let pool = ctx.pool.and_then(|p| gen.pools.get(p));
+        let (Some(pool), Some(server)) = (pool, ctx.chosen().cloned()) else {
             return Err(ProxyError::NoPool.into_pingora());
         };
         server.counters.connection(reused);
         let Some(tls) = &pool.tls else { return Ok(()) };
+        ctx.upstream_tls = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|d| d.version.clone());
         if !reused {
             if let Some(seen) = upstream::presented(digest) {
                 server.health.presented(seen);
             }
         }
-        let checked = upstream::check(tls, digest);
-        let (counters, label) = (server.counters.clone(), server.label.clone());
-        ctx.upstream_tls = digest
-            .and_then(|d| d.ssl_digest.as_ref())
-            .map(|d| d.version.clone());
-        let Err(reason) = checked else {
+        let Err(reason) = upstream::check(tls, digest) else {
             return Ok(());
         };
         let failure = reason.metric();
         let rejected = ProxyError::Rejected {
             pool: pool.name.clone(),
-            server: label,
+            server: server.label.clone(),
             reason,
         };
         if !upstream::enforced(tls) {
-            counters.pin_reported();
+            server.counters.pin_reported();
             warn!("{rejected} (pin_mode: report, request allowed)");
             return Ok(());
         }
-        counters.tls_failure(failure);
+        server.counters.tls_failure(failure);
         warn!("{rejected}; connection closed before the request was sent");
         ctx.nothing_sent = true;
         ctx.logged = true;
