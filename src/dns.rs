@@ -23,8 +23,8 @@ pub const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a name gave no address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
-    /// The system's resolver configuration cannot be read.
-    #[error("cannot read the resolver configuration: {0}")]
+    /// There is no name server to ask: the system's configuration cannot be read.
+    #[error("no name server to ask ({0}), and /etc/hosts does not name it")]
     Config(String),
     /// The resolver failed (no answer, refused, a name that does not exist, ...).
     #[error("{0}")]
@@ -54,6 +54,9 @@ pub struct Dns {
     resolver: TokioResolver,
     /// `/etc/hosts` as read when the resolver was made.
     hosts: Hosts,
+    /// Why there is no name server to ask (`/etc/resolv.conf` unreadable): names then resolve
+    /// through `/etc/hosts` only.
+    no_servers: Option<String>,
 }
 
 impl std::fmt::Debug for Dns {
@@ -65,10 +68,13 @@ impl std::fmt::Debug for Dns {
 impl Dns {
     /// A resolver asking `servers` (UDP, and TCP for long answers), or the system's name
     /// servers when `servers` is empty. `/etc/hosts` is read first either way.
-    pub fn new(servers: &[SocketAddr]) -> Result<Dns, DnsError> {
+    pub fn new(servers: &[SocketAddr]) -> Dns {
+        let mut no_servers = None;
         let (config, mut opts) = if servers.is_empty() {
-            hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| DnsError::Config(e.to_string()))?
+            hickory_resolver::system_conf::read_system_conf().unwrap_or_else(|e| {
+                no_servers = Some(format!("/etc/resolv.conf: {e}"));
+                (ResolverConfig::new(), ResolverOpts::default())
+            })
         } else {
             let mut config = ResolverConfig::new();
             for s in servers {
@@ -95,7 +101,11 @@ impl Dns {
                 .build();
         // A missing or unreadable /etc/hosts is an empty one, as for the C library.
         let hosts = Hosts::from_system().unwrap_or_default();
-        Ok(Dns { resolver, hosts })
+        Dns {
+            resolver,
+            hosts,
+            no_servers,
+        }
     }
 
     /// The addresses `/etc/hosts` gives `fqdn`, if it names it.
@@ -130,6 +140,9 @@ impl Dns {
         let fqdn = format!("{}.", host.trim_end_matches('.'));
         if let Some(answer) = self.in_hosts(&fqdn) {
             return Ok(answer);
+        }
+        if let Some(why) = &self.no_servers {
+            return Err(DnsError::Config(why.clone()));
         }
         let lookup = self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| {
             if e.is_nx_domain() {
@@ -170,9 +183,9 @@ pub fn lookup_all_blocking(servers: &[SocketAddr], names: &[String]) -> Answers 
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| DnsError::Config(e.to_string()))?;
+                .map_err(|e| DnsError::Lookup(format!("cannot start the lookups: {e}")))?;
             rt.block_on(async {
-                let dns = Dns::new(servers)?;
+                let dns = Dns::new(servers);
                 let all = names.iter().map(|name| async {
                     let answer = tokio::time::timeout(LOAD_TIMEOUT, dns.lookup(name)).await;
                     let answer =
@@ -205,7 +218,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             // Nothing answers on port 9: a query to the server would time out, not answer.
-            let mut dns = Dns::new(&["127.0.0.1:9".parse().unwrap()]).unwrap();
+            let mut dns = Dns::new(&["127.0.0.1:9".parse().unwrap()]);
             let mut hosts = Hosts::default();
             hosts
                 .read_hosts_conf("127.0.0.7 api.internal\n::7 api.internal\n".as_bytes())

@@ -191,17 +191,12 @@ impl BackgroundService for Resolver {
             let gen = self.gw.current();
             let mut tasks = Vec::new();
             if gen.pools.iter().any(|p| !p.names.is_empty()) {
-                match Dns::new(&gen.server.resolvers) {
-                    Ok(dns) => {
-                        let dns = Arc::new(dns);
-                        for p in (0..gen.pools.len()).filter(|&p| !gen.pools[p].names.is_empty()) {
-                            let (gen, dns, gw) = (gen.clone(), dns.clone(), self.gw.clone());
-                            tasks.push(tokio::spawn(async move {
-                                refresh_loop(gen, p, &dns, &gw).await
-                            }));
-                        }
-                    }
-                    Err(e) => warn!("server names are not resolved again until a reload: {e}"),
+                let dns = Arc::new(Dns::new(&gen.server.resolvers));
+                for p in (0..gen.pools.len()).filter(|&p| !gen.pools[p].names.is_empty()) {
+                    let (gen, dns, gw) = (gen.clone(), dns.clone(), self.gw.clone());
+                    tasks.push(tokio::spawn(async move {
+                        refresh_loop(gen, p, &dns, &gw).await
+                    }));
                 }
             }
             let stop = tokio::select! {
