@@ -1,7 +1,8 @@
 # pinion container image: `docker build -t pinion .`
 # Run: docker run -p 443:8443 -p 127.0.0.1:9900:9900 -v "$PWD/conf:/etc/pinion:ro" \
 #        --stop-timeout 50 pinion
-# The configuration (and the certificates it names) is mounted at /etc/pinion.
+# The configuration (and the certificates it names) is mounted at /etc/pinion; `make example`
+# generates the example's in conf/certs/.
 
 # --- build stage: OpenSSL is vendored and compiled from source, zlib-ng needs cmake ---------
 FROM rust:1-bookworm AS build
@@ -14,6 +15,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY vendor ./vendor
+# `pinion demo --write-config` writes the example, built into the binary.
+COPY conf/pinion.yaml ./conf/pinion.yaml
 RUN cargo build --release --locked --bin pinion \
  && strip target/release/pinion
 

@@ -1,5 +1,5 @@
-# The README's two commands: `make run` (build, start `pinion demo`) and `make test` (every check
-# CI runs). Both install missing system packages first, and do nothing when they are present.
+# The README's commands: `make run` (build, start `pinion demo`), `make test` (every check CI
+# runs) and `make example` (what conf/pinion.yaml needs). Both install missing system packages first, and do nothing when they are present.
 
 CARGO ?= cargo
 # command:Debian-package pairs. cmake, a C compiler, perl and make build the vendored OpenSSL and
@@ -9,7 +9,7 @@ NEEDED := cmake:cmake cc:gcc make:make perl:perl openssl:openssl
 # (tests/e2e/allocations.rs).
 TEST_NEEDED := valgrind:valgrind
 
-.PHONY: run test deps build release bench clean
+.PHONY: run test deps build release bench clean example
 
 deps:
 	@missing=""; \
@@ -32,6 +32,11 @@ release: deps
 
 build: deps
 	$(CARGO) build --locked
+
+# The keys and certificates conf/pinion.yaml names (self-signed, for trying the example out);
+# files already there are kept.
+example: build
+	./target/debug/pinion demo --write-config conf
 
 test: EXTRA_NEEDED = $(TEST_NEEDED)
 test: deps

@@ -52,8 +52,8 @@ impl Admin {
             .pools
             .iter()
             .map(|p| {
-                let servers: Vec<serde_json::Value> = p
-                    .servers
+                let set = p.servers();
+                let servers: Vec<serde_json::Value> = set
                     .iter()
                     .map(|s| {
                         let r = s.health.report();
@@ -80,6 +80,21 @@ impl Admin {
                         })
                     })
                     .collect();
+                let names: Vec<serde_json::Value> = p
+                    .names
+                    .iter()
+                    .map(|n| {
+                        let r = n.report();
+                        serde_json::json!({
+                            "name": n.host,
+                            "addresses": r.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            "resolving": r.error.is_none() && !r.addrs.is_empty(),
+                            "error": r.error,
+                            "resolved_at": r.resolved_at.map(rfc3339),
+                            "failing_since": r.failing_since.map(rfc3339),
+                        })
+                    })
+                    .collect();
                 serde_json::json!({
                     "name": p.name,
                     "tls": p.tls.is_some(),
@@ -89,18 +104,19 @@ impl Admin {
                     }),
                     "pins": pins_json(p, now),
                     "unlisted_keys": unlisted_json(p),
-                    "healthy_servers": p.servers.iter().filter(|s| s.health.is_healthy()).count(),
+                    "names": names,
+                    "healthy_servers": set.iter().filter(|s| s.health.is_healthy()).count(),
                     "servers": servers,
                 })
             })
             .collect();
-        let loaded_at: chrono::DateTime<chrono::Utc> = gen.loaded_at.into();
+
         serde_json::json!({
             "draining": self.drain.is_draining(),
             "config": {
                 "generation": gen.number,
                 "sha256": gen.sha256,
-                "loaded_at": loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "loaded_at": rfc3339(gen.loaded_at),
                 "file": gen.file.display().to_string(),
             },
             "pools": pools,
@@ -147,6 +163,11 @@ fn unlisted_json(pool: &crate::pool::Pool) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "not_listed_beyond_limit": overflow,
     })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let t: chrono::DateTime<chrono::Utc> = t.into();
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn unix_now() -> i64 {

@@ -192,6 +192,9 @@ fn gateway(cli: &Cli) -> ExitCode {
         }
     };
     if cli.test {
+        for line in unresolved(&config) {
+            eprintln!("{}: warning: {line}", file.display());
+        }
         println!("{}: configuration ok", file.display());
         return ExitCode::SUCCESS;
     }
@@ -206,4 +209,24 @@ fn gateway(cli: &Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A line for every server name that did not resolve while loading: pinion starts anyway and
+/// that name's servers join once it resolves (pools with `resolve_on_start: required` make it
+/// an error instead, so they never get here).
+fn unresolved(config: &crate::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for pool in &config.pools {
+        for entry in &pool.servers {
+            let Some(host) = entry.host() else { continue };
+            if let Some(Err(e)) = config.answers.get(host) {
+                out.push(format!(
+                    "pool {}: {} does not resolve ({e}); pinion would start and answer 502 for \
+                     the pool while it has no server, until the name resolves",
+                    pool.name, entry.label
+                ));
+            }
+        }
+    }
+    out
 }

@@ -7,6 +7,7 @@
 //! `load` is the only place YAML is parsed. Relative paths in the file are resolved against the
 //! file's directory.
 
+pub mod backend;
 pub mod error;
 pub mod locate;
 pub mod raw;
@@ -14,6 +15,7 @@ mod validate;
 
 use validate::Unparsed;
 
+pub use backend::{Endpoint, Resolution, ResolveOnStart, ServerConfig, ServerEntry};
 pub use error::{ConfigError, Diagnostic, Problem};
 
 use crate::listener::Cidr;
@@ -54,6 +56,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// The audit log of trust changes and refused keys, when configured.
     pub audit_log: Option<PathBuf>,
+    /// What one lookup of each server name gave while loading (nothing in an offline check).
+    pub answers: crate::dns::Answers,
 }
 
 /// Where and how requests are logged.
@@ -100,6 +104,8 @@ pub struct ServerSettings {
     pub user: Option<String>,
     /// Group to switch to after binding.
     pub group: Option<String>,
+    /// DNS servers for backend names; empty: `/etc/hosts`, then `/etc/resolv.conf`'s.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// One listener.
@@ -193,8 +199,10 @@ pub struct CertKeyFiles {
 pub struct PoolConfig {
     /// Its name, referred to by routes.
     pub name: String,
-    /// Its servers.
-    pub servers: Vec<ServerConfig>,
+    /// Its servers as configured.
+    pub servers: Vec<ServerEntry>,
+    /// How its server names are resolved.
+    pub resolution: Resolution,
     /// End-to-end TLS settings; `None` for plain HTTP to the servers.
     pub tls: Option<Arc<UpstreamTls>>,
     /// Timeouts toward the servers.
@@ -314,19 +322,6 @@ pub struct Probe {
     pub grpc_service: Option<String>,
 }
 
-/// One server of a pool.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The address as written, for logs.
-    pub label: String,
-    /// The resolved socket address.
-    pub address: SocketAddr,
-    /// The DNS name it was written with, if any.
-    pub host: Option<String>,
-    /// Weight for round robin (default 1).
-    pub weight: u32,
-}
-
 /// What a failed pin check does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinMode {
@@ -378,8 +373,9 @@ pub struct Timeouts {
 pub enum Resolve {
     /// Resolve names (what running and `-t` do).
     Names,
-    /// Never touch the network: a server given by name is an error. For fuzzing and checks on
-    /// machines without the production resolver.
+    /// Never touch the network: names are not looked up (a pool that requires its names to
+    /// resolve is then an error). For fuzzing and checks on machines without the production
+    /// resolver.
     Offline,
 }
 

@@ -21,7 +21,24 @@ pub struct DemoArgs {
     /// Port of the demo's admin listener on 127.0.0.1.
     #[arg(long, default_value_t = 9900)]
     pub admin_port: u16,
+    /// Instead of running the demo: write the example configuration (conf/pinion.yaml) into
+    /// DIR unless it is there, and generate the keys and certificates it names that are
+    /// missing; then exit.
+    #[arg(long, value_name = "DIR")]
+    pub write_config: Option<PathBuf>,
 }
+
+/// The example configuration shipped as conf/pinion.yaml.
+const EXAMPLE: &str = include_str!("../conf/pinion.yaml");
+
+/// The certificates and keys the example names: (file stem under `certs/`, names it is for).
+const EXAMPLE_IDENTITIES: [(&str, &[&str]); 2] = [
+    (
+        "www",
+        &["www.contoso.com", "*.contoso.com", "localhost", "127.0.0.1"],
+    ),
+    ("api-backend", &["api.internal"]),
+];
 
 /// Errors starting the demo.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +69,14 @@ pub enum DemoError {
     Pin(#[from] crate::tls::TlsError),
 }
 
-/// Runs the demo until the process is stopped.
+/// Runs the demo until the process is stopped (or writes the example, with `--write-config`).
 pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
+    if let Some(dir) = &args.write_config {
+        for line in write_example(dir)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let dir = std::env::temp_dir().join(format!("pinion-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| DemoError::Write {
         path: dir.clone(),
@@ -90,6 +113,45 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     // Keep the backends alive for as long as the gateway runs.
     drop((good, bad));
     Ok(())
+}
+
+/// Writes the example configuration into `dir` (unless it is there) and generates the key and
+/// certificate files it names that are missing; never replaces a file. Returns what it did.
+pub fn write_example(dir: &Path) -> Result<Vec<String>, DemoError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DemoError::Write { path, source }
+    };
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(write_err(&certs))?;
+    let mut done = Vec::new();
+    let file = dir.join("pinion.yaml");
+    if file.exists() {
+        done.push(format!("{}: kept", file.display()));
+    } else {
+        std::fs::write(&file, EXAMPLE).map_err(write_err(&file))?;
+        done.push(format!("{}: written", file.display()));
+    }
+    for (stem, names) in EXAMPLE_IDENTITIES {
+        let (pem, key) = (
+            certs.join(format!("{stem}.pem")),
+            certs.join(format!("{stem}.key")),
+        );
+        if pem.exists() && key.exists() {
+            done.push(format!("{}: kept", pem.display()));
+            continue;
+        }
+        let identity = Identity::self_signed(names)?;
+        identity.write(&certs, stem)?;
+        done.push(format!(
+            "{} and {}: generated for {}, pin {}",
+            pem.display(),
+            key.display(),
+            names.join(", "),
+            identity.pin()?
+        ));
+    }
+    Ok(done)
 }
 
 fn demo_yaml(dir: &Path, args: &DemoArgs, good: u16, bad: u16) -> String {

@@ -129,6 +129,8 @@ pub struct Gateway {
     hook: HandshakeCompleteHook,
     /// The number of the generation installed last, for tasks that follow reloads.
     installed: tokio::sync::watch::Sender<u64>,
+    /// Bumped when a pool's servers change while running (its names resolved anew).
+    members: tokio::sync::watch::Sender<u64>,
 }
 
 /// A generation built and ready to be installed.
@@ -156,6 +158,7 @@ impl Gateway {
             reloads: Reloads::default(),
             hook,
             installed: tokio::sync::watch::Sender::new(1),
+            members: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -188,6 +191,16 @@ impl Gateway {
     /// Tells when a new generation is installed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.installed.subscribe()
+    }
+
+    /// Tells when a pool of the current generation changes its servers.
+    pub fn subscribe_servers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.members.subscribe()
+    }
+
+    /// Announces that a pool of the current generation changed its servers.
+    pub fn servers_changed(&self) {
+        self.members.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Counts a reload that changed nothing.
@@ -239,12 +252,12 @@ fn build(
         .iter()
         .map(|cfg| {
             let old = previous.and_then(|p| p.pools.iter().find(|o| o.name == cfg.name));
-            let (pool, kept) = Pool::carried(cfg, hook, old);
+            let (pool, kept) = Pool::carried(cfg, hook, old, &config.answers);
             kept_servers += kept;
             pool
         })
         .collect();
-    let servers = pools.iter().map(|p| p.servers.len()).sum();
+    let servers = pools.iter().map(|p| p.servers().len()).sum();
     let next = Generation {
         number,
         file: crate::config::absolute(&config.file),
@@ -273,6 +286,7 @@ fn build(
 mod tests {
     use super::*;
     use crate::config::{load_with, Resolve};
+    use crate::dns::{Answer, DnsError};
 
     const PIN_A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     const PIN_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
@@ -286,6 +300,69 @@ mod tests {
         let file = dir.path().join("pinion.yaml");
         std::fs::write(&file, yaml).unwrap();
         load_with(&file, Resolve::Offline).unwrap()
+    }
+
+    /// A pool `api` of the name `api.test` on port 9001, with `answer` as its one lookup.
+    fn named(dir: &tempfile::TempDir, answer: Result<&[&str], DnsError>) -> Config {
+        let yaml = "listeners:\n  - name: web\n    bind: 127.0.0.1:8080\npools:\n  - name: api\n    probe: false\n    servers: [\"api.test:9001\"]\nroutes:\n  - name: all\n    pool: api\n";
+        let file = dir.path().join("pinion.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut config = load_with(&file, Resolve::Offline).unwrap();
+        let answer = answer.map(|addrs| Answer {
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ttl: None,
+        });
+        config.answers.insert("api.test".into(), answer);
+        config
+    }
+
+    #[test]
+    fn a_name_is_a_server_per_address_and_a_reload_during_an_outage_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::new(&named(&dir, Ok(&["127.0.0.3", "127.0.0.2"]))).unwrap();
+        let first = gw.current();
+        let labels: Vec<String> = first.pools[0]
+            .servers()
+            .iter()
+            .map(|s| s.label.clone())
+            .collect();
+        assert_eq!(
+            labels,
+            ["api.test:9001 (127.0.0.2)", "api.test:9001 (127.0.0.3)"]
+        );
+        assert_eq!(first.pools[0].servers()[0].host_name, "api.test");
+        first.pools[0].servers()[1]
+            .health
+            .record(Err("refused".into()), 1, 1);
+
+        let outage = gw.prepare(&named(&dir, Err(DnsError::Timeout(5)))).unwrap();
+        assert_eq!((outage.kept_servers, outage.servers), (2, 2));
+        let second = gw.install(outage);
+        assert!(!second.pools[0].servers()[1].health.is_healthy());
+        assert!(Arc::ptr_eq(
+            &first.pools[0].names[0],
+            &second.pools[0].names[0]
+        ));
+        assert!(second.pools[0].next_set().is_none(), "nothing changed");
+
+        second.pools[0].names[0].record(
+            "api",
+            Ok(Answer {
+                addrs: vec!["127.0.0.3".parse().unwrap(), "127.0.0.4".parse().unwrap()],
+                ttl: None,
+            }),
+        );
+        let (set, change) = second.pools[0].next_set().unwrap();
+        assert_eq!(change.added.len(), 1);
+        assert_eq!(change.removed[0].label, "api.test:9001 (127.0.0.2)");
+        assert!(
+            Arc::ptr_eq(&set[0], &second.pools[0].servers()[1]),
+            "the address that stays is the same server, health and all"
+        );
+        assert!(
+            set[1].health.is_healthy(),
+            "no probe: a new address serves at once"
+        );
     }
 
     #[test]
@@ -309,7 +386,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let gw = Gateway::new(&config(&dir, 8080, PIN_A, "all")).unwrap();
         let first = gw.current();
-        let server = &first.pools[0].servers[0];
+        let server = first.pools[0].servers()[0].clone();
         server.health.record(Err("refused".into()), 1, 1);
         first.metrics.request(0, Some(0), 200);
 
@@ -317,10 +394,10 @@ mod tests {
         assert_eq!((same_trust.kept_servers, same_trust.servers), (2, 2));
         let second = gw.install(same_trust);
         assert_eq!(second.number, 2);
-        assert!(!second.pools[0].servers[0].health.is_healthy());
+        assert!(!second.pools[0].servers()[0].health.is_healthy());
         assert!(Arc::ptr_eq(
             &server.in_flight,
-            &second.pools[0].servers[0].in_flight
+            &second.pools[0].servers()[0].in_flight
         ));
         let config_metrics = gw.config_metrics();
         let text = second.metrics.render(&second.pools, 0, &config_metrics);
@@ -333,9 +410,10 @@ mod tests {
         let other_pin = gw.prepare(&config(&dir, 8080, PIN_B, "all")).unwrap();
         assert_eq!(other_pin.kept_servers, 0);
         let third = gw.install(other_pin);
-        assert!(third.pools[0].servers[0].health.is_healthy());
+        assert!(third.pools[0].servers()[0].health.is_healthy());
         assert_ne!(
-            first.pools[0].servers[0].peer.group_key, third.pools[0].servers[0].peer.group_key,
+            first.pools[0].servers()[0].peer.group_key,
+            third.pools[0].servers()[0].peer.group_key,
             "connections pooled under the old whitelist are never reused"
         );
     }

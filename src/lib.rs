@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod gateway;
 pub mod grpc;
 pub mod limits;

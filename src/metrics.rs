@@ -3,6 +3,7 @@
 
 mod grpc;
 mod pins;
+mod servers;
 
 use crate::config::Config;
 use crate::limits;
@@ -57,13 +58,39 @@ struct Histogram {
     sum_micros: AtomicU64,
 }
 
-#[derive(Default)]
-struct ServerCounters {
+/// One server's counters; they live with the server (see `pool::Server`), so servers that
+/// join and leave while running bring and take their own.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
     opened: AtomicU64,
     reused: AtomicU64,
     tls_failures: [AtomicU64; TlsFailure::ALL.len()],
     /// Pin mismatches let through by `pin_mode: report`.
     reported: AtomicU64,
+}
+
+impl ServerCounters {
+    /// Counts a backend connection, new or taken from the pool.
+    pub fn connection(&self, reused: bool) {
+        let counter = if reused { &self.reused } else { &self.opened };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a pin mismatch that `pin_mode: report` let through (not a refusal).
+    pub fn pin_reported(&self) {
+        self.reported.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a backend refused by a trust check.
+    pub fn tls_failure(&self, reason: TlsFailure) {
+        let i = TlsFailure::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        if let Some(c) = self.tls_failures.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Requests by status class (1xx..5xx) of one listener and route.
@@ -99,9 +126,6 @@ fn add_at(counters: Option<&[AtomicU64]>, slot: Option<usize>) {
 /// Requests of one listener refused by a limit, by reason ([`limits::REASONS`]).
 type RejectedCounters = [AtomicU64; limits::REASONS.len()];
 
-/// A pool's name and, per server, its label and counters.
-type PoolCounters = (String, Vec<(String, Arc<ServerCounters>)>);
-
 /// All of pinion's metrics for one configuration generation. The counters themselves are
 /// shared with the generation before it wherever the labels are the same, so a reload neither
 /// resets them nor loses what requests still running on the old generation record.
@@ -111,8 +135,9 @@ pub struct Metrics {
     routes: Vec<(String, String)>,
     /// [listener][route or "no route"]
     requests: Vec<Arc<ClassCounters>>,
+    /// [pool]
     latency: Vec<Arc<Histogram>>,
-    servers: Vec<PoolCounters>,
+    pools: Vec<String>,
     /// [listener]
     rejected: Vec<Arc<RejectedCounters>>,
     /// [listener]: connections refused by a cap, by [`CapRefusal::ALL`]
@@ -165,21 +190,7 @@ impl Metrics {
                     .unwrap_or_default()
             })
             .collect();
-        let servers = config
-            .pools
-            .iter()
-            .map(|p| {
-                let counters = p
-                    .servers
-                    .iter()
-                    .map(|s| {
-                        let kept = previous.and_then(|m| m.server_of(&p.name, &s.label));
-                        (s.label.clone(), kept.unwrap_or_default())
-                    })
-                    .collect();
-                (p.name.clone(), counters)
-            })
-            .collect();
+        let pools = config.pools.iter().map(|p| p.name.clone()).collect();
         let rejected = carried_by_listener(&listeners, previous, |m| &m.rejected);
         let refused = carried_by_listener(&listeners, previous, |m| &m.refused);
         let client_auth = carried_by_listener(&listeners, previous, |m| &m.client_auth);
@@ -189,7 +200,7 @@ impl Metrics {
             routes,
             requests,
             latency,
-            servers,
+            pools,
             rejected,
             refused,
             client_auth,
@@ -233,16 +244,8 @@ impl Metrics {
     }
 
     fn latency_of(&self, pool: &str) -> Option<Arc<Histogram>> {
-        let p = self.servers.iter().position(|(n, _)| n == pool)?;
+        let p = self.pools.iter().position(|n| n == pool)?;
         self.latency.get(p).cloned()
-    }
-
-    fn server_of(&self, pool: &str, server: &str) -> Option<Arc<ServerCounters>> {
-        let (_, servers) = self.servers.iter().find(|(n, _)| n == pool)?;
-        servers
-            .iter()
-            .find(|(label, _)| label == server)
-            .map(|(_, c)| c.clone())
     }
 
     fn request_slot(
@@ -283,39 +286,6 @@ impl Metrics {
         h.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    fn server(&self, pool: usize, server: usize) -> Option<&ServerCounters> {
-        self.servers.get(pool)?.1.get(server).map(|(_, c)| &**c)
-    }
-
-    /// Counts a backend connection, new or taken from the pool.
-    pub fn connection(&self, pool: usize, server: usize, reused: bool) {
-        if let Some(s) = self.server(pool, server) {
-            let counter = if reused { &s.reused } else { &s.opened };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a pin mismatch that `pin_mode: report` let through (not a refusal).
-    pub fn pin_reported(&self, pool: usize, server: usize) {
-        if let Some(s) = self.server(pool, server) {
-            s.reported.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Counts a backend refused by a trust check.
-    pub fn tls_failure(&self, pool: usize, server: usize, reason: TlsFailure) {
-        let i = TlsFailure::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        if let Some(c) = self
-            .server(pool, server)
-            .and_then(|s| s.tls_failures.get(i))
-        {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// The Prometheus text exposition of every metric, with health and certificate expiry
     /// read from the pools at call time.
     pub fn render(&self, pools: &[Pool], now_unix: i64, config: &ConfigMetrics) -> String {
@@ -333,7 +303,8 @@ impl Metrics {
         );
         self.render_grpc(&mut out);
         self.render_latency(&mut out, pools);
-        self.render_servers(&mut out, pools, now_unix);
+        servers::render_servers(&mut out, pools, now_unix);
+        servers::render_names(&mut out, pools);
         pins::render(&mut out, pools, now_unix);
         out
     }
@@ -444,98 +415,6 @@ impl Metrics {
                 "pinion_upstream_latency_seconds_count{{pool=\"{p}\"}} {count}"
             );
         }
-    }
-
-    fn render_servers(&self, out: &mut String, pools: &[Pool], now_unix: i64) {
-        let each =
-            |out: &mut String,
-             f: &dyn Fn(&mut String, &str, &crate::pool::Server, &ServerCounters)| {
-                for (pool, (_, counters)) in pools.iter().zip(&self.servers) {
-                    for (server, (_, c)) in pool.servers.iter().zip(counters) {
-                        let labels = format!(
-                            "pool=\"{}\",server=\"{}\"",
-                            esc(&pool.name),
-                            esc(&server.label)
-                        );
-                        f(out, &labels, server, c);
-                    }
-                }
-            };
-        header(
-            out,
-            "pinion_backend_connections_total",
-            "counter",
-            "Backend connections used by requests: newly opened or reused from the pool.",
-        );
-        each(out, &|out, labels, _, c| {
-            let _ = writeln!(
-                out,
-                "pinion_backend_connections_total{{{labels},kind=\"opened\"}} {}",
-                c.opened.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "pinion_backend_connections_total{{{labels},kind=\"reused\"}} {}",
-                c.reused.load(Ordering::Relaxed)
-            );
-        });
-        header(
-            out,
-            "pinion_tls_check_failures_total",
-            "counter",
-            "Backends refused by the trust checks, by reason.",
-        );
-        each(out, &|out, labels, _, c| {
-            for (reason, n) in TlsFailure::ALL.iter().zip(&c.tls_failures) {
-                let _ = writeln!(
-                    out,
-                    "pinion_tls_check_failures_total{{{labels},reason=\"{}\"}} {}",
-                    reason.label(),
-                    n.load(Ordering::Relaxed)
-                );
-            }
-        });
-        header(
-            out,
-            "pinion_pin_mismatches_reported_total",
-            "counter",
-            "Pin mismatches allowed by pin_mode: report (requests that enforce mode would refuse).",
-        );
-        each(out, &|out, labels, _, c| {
-            let _ = writeln!(
-                out,
-                "pinion_pin_mismatches_reported_total{{{labels}}} {}",
-                c.reported.load(Ordering::Relaxed)
-            );
-        });
-        header(
-            out,
-            "pinion_server_healthy",
-            "gauge",
-            "1 while a server is in rotation, else 0.",
-        );
-        each(out, &|out, labels, s, _| {
-            let _ = writeln!(
-                out,
-                "pinion_server_healthy{{{labels}}} {}",
-                u8::from(s.health.is_healthy())
-            );
-        });
-        header(
-            out,
-            "pinion_backend_certificate_expiry_days",
-            "gauge",
-            "Days until the certificate a server last presented expires.",
-        );
-        each(out, &|out, labels, s, _| {
-            if let Some(expiry) = s.health.report().not_after_unix {
-                let days = (expiry - now_unix) as f64 / 86_400.0;
-                let _ = writeln!(
-                    out,
-                    "pinion_backend_certificate_expiry_days{{{labels}}} {days:.3}"
-                );
-            }
-        });
     }
 }
 

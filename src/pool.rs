@@ -1,32 +1,47 @@
 //! Backend pools at run time: servers with their prepared peers and health, and server
 //! selection (balance algorithm, affinity, health, servers already tried).
+//!
+//! A pool's servers form a [`ServerSet`] that can change while the pool serves: a name given as
+//! a server stands for every address it resolves to, and `pool::resolve` swaps in a new set
+//! when the answer changes. A request keeps the set it started with to its end.
 
 mod health;
 pub mod pins;
 mod probe;
+pub mod resolve;
 mod select;
 
 pub use health::{Health, HealthReport};
+use probe::probe_and_record;
 pub use probe::{connect_and_check, diagnose, Prober};
+pub use resolve::{NameState, Resolver};
 
 use crate::config::{
-    Affinity, AffinitySecret, Balance, HostHeader, PoolConfig, Probe, UpstreamTls,
+    Affinity, AffinitySecret, Balance, HostHeader, PoolConfig, Probe, Resolution, ServerConfig,
+    ServerEntry, Timeouts, UpstreamTls,
 };
+use crate::metrics::ServerCounters;
 use crate::upstream;
+use arc_swap::ArcSwap;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use pingora::protocols::tls::HandshakeCompleteHook;
 use pingora::upstreams::peer::HttpPeer;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// What must stay the same for a server to keep its health, in-flight count and pooled
+/// connections: its address, the name it is verified and addressed by, the pool's trust policy.
+type CarryKey = (SocketAddr, Option<String>, u64);
 
 /// One server of a pool, ready to connect to.
 #[derive(Debug)]
 pub struct Server {
-    /// The address as written in the configuration, for logs.
+    /// The address as written (`name:port (address)` for an address of a name), for logs and
+    /// metrics labels.
     pub label: String,
     /// The peer template cloned for each request.
     pub peer: HttpPeer,
@@ -41,18 +56,57 @@ pub struct Server {
     pub health: Arc<Health>,
     /// Requests proxied to it right now (for least_connections), carried like `health`.
     pub in_flight: Arc<AtomicUsize>,
-    /// The server's address and the pool's trust policy: what must stay the same for a reload
-    /// to keep its health and pooled connections.
-    carry_key: (std::net::SocketAddr, u64),
+    /// Its connection and trust-check counters for `/metrics`, carried while its label stays.
+    pub counters: Arc<ServerCounters>,
+    carry_key: CarryKey,
 }
 
-/// A pool: its servers, its settings and its round-robin position.
-#[derive(Debug)]
+impl Server {
+    /// A bare plain-HTTP server for unit tests of the balance algorithms.
+    #[cfg(test)]
+    pub(crate) fn for_test(label: &str, address: SocketAddr, weight: u32) -> Server {
+        Server {
+            label: label.to_owned(),
+            peer: HttpPeer::new(address, false, String::new()),
+            weight,
+            id: format!("id-{label}"),
+            host_name: String::new(),
+            health: Arc::default(),
+            in_flight: Arc::default(),
+            counters: Arc::default(),
+            carry_key: (address, None, 0),
+        }
+    }
+}
+
+/// The servers of a pool at one moment, and their round-robin schedule.
+#[derive(Debug, Default)]
+pub struct ServerSet {
+    servers: Vec<Arc<Server>>,
+    schedule: Vec<usize>,
+}
+
+impl ServerSet {
+    fn new(servers: Vec<Arc<Server>>) -> ServerSet {
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        ServerSet {
+            schedule: select::smooth_schedule(&weights),
+            servers,
+        }
+    }
+}
+
+impl std::ops::Deref for ServerSet {
+    type Target = [Arc<Server>];
+    fn deref(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+}
+
+/// A pool: its settings, its servers and its round-robin position.
 pub struct Pool {
     /// The pool's name.
     pub name: String,
-    /// Its servers, in configuration order.
-    pub servers: Vec<Server>,
     /// End-to-end TLS settings; `None` for plain HTTP.
     pub tls: Option<Arc<UpstreamTls>>,
     /// How a server is chosen.
@@ -65,11 +119,29 @@ pub struct Pool {
     pub probe: Option<Probe>,
     /// Retries on another server after a connection failure.
     pub retries: u32,
+    /// How its names are re-resolved.
+    pub resolution: Resolution,
+    /// Each distinct server name of the pool, with what it last resolved to.
+    pub names: Vec<Arc<NameState>>,
     /// Keys seen that the whitelist does not accept (`pin_mode: report`), carried across
     /// reloads.
     pub unlisted: Arc<pins::Unlisted>,
-    schedule: Vec<usize>,
+    entries: Vec<ServerEntry>,
+    timeouts: Timeouts,
+    http: crate::upstream::UpstreamHttp,
+    group: u64,
+    hook: HandshakeCompleteHook,
+    set: ArcSwap<ServerSet>,
     next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("servers", &self.servers().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What selection may use about the request.
@@ -84,92 +156,226 @@ pub struct SelectKey<'a> {
 /// A chosen server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
-    /// Index into `servers`.
+    /// Index into the set it was chosen from.
     pub index: usize,
     /// Whether the client's affinity cookie chose it.
     pub by_affinity: bool,
 }
 
+/// How a pool's servers change when its names resolve to other addresses.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// Servers that joined.
+    pub added: Vec<Arc<Server>>,
+    /// Servers that left: no new request goes to them.
+    pub removed: Vec<Arc<Server>>,
+}
+
 impl Pool {
-    /// Prepares a pool from its validated configuration.
-    pub fn new(cfg: &PoolConfig, hook: &HandshakeCompleteHook) -> Pool {
-        Pool::carried(cfg, hook, None).0
+    /// Prepares a pool from its validated configuration, with the names' addresses of
+    /// `answers` (a name without an answer has no server yet).
+    pub fn new(
+        cfg: &PoolConfig,
+        hook: &HandshakeCompleteHook,
+        answers: &crate::dns::Answers,
+    ) -> Pool {
+        Pool::carried(cfg, hook, None, answers).0
     }
 
-    /// Prepares a pool, taking over the health and in-flight counts of the servers of
-    /// `previous` (the same pool in the configuration before a reload) whose address and trust
-    /// policy are unchanged; also returns how many servers did.
+    /// Prepares a pool, taking over from `previous` (the same pool in the configuration before
+    /// a reload) the health and in-flight counts of servers whose address, name and trust
+    /// policy are unchanged, the counters of servers whose label is unchanged, and each name's
+    /// state (its last good addresses when `answers` has none for it); also returns how many
+    /// servers kept their health.
     pub fn carried(
         cfg: &PoolConfig,
         hook: &HandshakeCompleteHook,
         previous: Option<&Pool>,
+        answers: &crate::dns::Answers,
     ) -> (Pool, usize) {
         let group = cfg
             .tls
             .as_deref()
             .map_or(0, |t| upstream::group_key(&cfg.name, t));
-        let mut kept_count = 0;
-        let servers = cfg
-            .servers
-            .iter()
-            .map(|s| {
-                let carry_key = (s.address, group);
-                let kept =
-                    previous.and_then(|p| p.servers.iter().find(|old| old.carry_key == carry_key));
-                kept_count += usize::from(kept.is_some());
-                Server {
-                    label: s.label.clone(),
-                    peer: upstream::peer(
-                        s,
-                        cfg.tls.as_deref(),
-                        (&cfg.timeouts, &cfg.http),
-                        group,
-                        hook,
-                    ),
-                    weight: s.weight,
-                    id: cfg
-                        .affinity
-                        .as_ref()
-                        .map(|a| server_id(&a.secret, &cfg.name, &s.label))
-                        .unwrap_or_default(),
-                    host_name: cfg
-                        .tls
-                        .as_ref()
-                        .and_then(|t| t.sni.clone())
-                        .or_else(|| s.host.clone())
-                        .unwrap_or_else(|| s.address.to_string()),
-                    health: kept.map_or_else(Arc::default, |k| k.health.clone()),
-                    in_flight: kept.map_or_else(Arc::default, |k| k.in_flight.clone()),
-                    carry_key,
+        let mut hosts: Vec<&str> = cfg.servers.iter().filter_map(ServerEntry::host).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let names = hosts
+            .into_iter()
+            .map(|host| {
+                let kept = previous.and_then(|p| p.names.iter().find(|n| n.host == host));
+                let state = kept
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(NameState::new(host)));
+                if let Some(answer) = answers.get(host) {
+                    state.record(&cfg.name, answer.clone());
                 }
+                state
             })
             .collect();
-        let weights: Vec<u32> = cfg.servers.iter().map(|s| s.weight).collect();
-        let pool = Pool {
+        let mut pool = Pool {
             name: cfg.name.clone(),
-            servers,
             tls: cfg.tls.clone(),
             balance: cfg.balance,
             host_header: cfg.host_header.clone(),
             affinity: cfg.affinity.clone(),
             probe: cfg.probe.clone(),
             retries: cfg.retries,
+            resolution: cfg.resolution,
+            names,
             unlisted: previous.map_or_else(Arc::default, |p| p.unlisted.clone()),
-            schedule: select::smooth_schedule(&weights),
+            entries: cfg.servers.clone(),
+            timeouts: cfg.timeouts,
+            http: cfg.http,
+            group,
+            hook: hook.clone(),
+            set: ArcSwap::default(),
             next: AtomicUsize::new(0),
         };
+        let old = previous.map(Pool::servers);
+        let old = old.as_deref().map_or(&[][..], |s| &s[..]);
+        let mut kept_count = 0;
+        let servers = pool
+            .wanted()
+            .iter()
+            .map(|s| {
+                let key = pool.carry_key(s);
+                let kept = old.iter().find(|o| o.carry_key == key);
+                kept_count += usize::from(kept.is_some());
+                let counters = old
+                    .iter()
+                    .find(|o| o.label == s.label)
+                    .map_or_else(Arc::default, |o| o.counters.clone());
+                Arc::new(pool.server(
+                    s,
+                    kept.map_or_else(Arc::default, |k| k.health.clone()),
+                    kept.map_or_else(Arc::default, |k| k.in_flight.clone()),
+                    counters,
+                ))
+            })
+            .collect();
+        pool.set = ArcSwap::from_pointee(ServerSet::new(servers));
         (pool, kept_count)
     }
 
-    /// Chooses a healthy server not in `tried`: the affinity cookie's server when it is
-    /// usable, else by the balance algorithm. `None` when no server is left.
-    pub fn select(&self, key: &SelectKey<'_>, tried: &[usize]) -> Option<Choice> {
-        let usable = |i: usize| {
-            !tried.contains(&i) && self.servers.get(i).is_some_and(|s| s.health.is_healthy())
-        };
+    /// The servers now: what a request chooses from (and keeps for its retries).
+    pub fn servers(&self) -> Arc<ServerSet> {
+        self.set.load_full()
+    }
+
+    /// The server set the names' current addresses call for, when it differs from the one
+    /// serving: servers that stay are kept as they are (health, connections, probes); servers
+    /// that join are out of rotation until their first probe passes when the pool has a probe.
+    /// Nothing changes until [`Pool::install`].
+    pub fn next_set(&self) -> Option<(ServerSet, Change)> {
+        let now = self.servers();
+        let wanted = self.wanted();
+        let same = wanted.len() == now.len()
+            && wanted
+                .iter()
+                .zip(now.iter())
+                .all(|(w, s)| self.carry_key(w) == s.carry_key);
+        if same {
+            return None;
+        }
+        let mut change = Change::default();
+        let servers: Vec<Arc<Server>> = wanted
+            .iter()
+            .map(|s| {
+                let key = self.carry_key(s);
+                if let Some(kept) = now.iter().find(|o| o.carry_key == key) {
+                    return kept.clone();
+                }
+                let health = match self.probe {
+                    Some(_) => Arc::new(Health::pending()),
+                    None => Arc::default(),
+                };
+                let joined = Arc::new(self.server(s, health, Arc::default(), Arc::default()));
+                change.added.push(joined.clone());
+                joined
+            })
+            .collect();
+        change.removed = now
+            .iter()
+            .filter(|o| !servers.iter().any(|s| s.carry_key == o.carry_key))
+            .cloned()
+            .collect();
+        Some((ServerSet::new(servers), change))
+    }
+
+    /// Makes `set` the servers every request that starts from now on chooses from.
+    pub fn install(&self, set: ServerSet) {
+        self.set.store(Arc::new(set));
+    }
+
+    /// The servers the configuration and the names' current addresses call for, in
+    /// configuration order (a name's addresses in sorted order).
+    fn wanted(&self) -> Vec<ServerConfig> {
+        let mut out = Vec::new();
+        for entry in &self.entries {
+            match entry.host() {
+                None => out.extend(entry.server()),
+                Some(host) => {
+                    let addrs = self
+                        .names
+                        .iter()
+                        .find(|n| n.host == host)
+                        .map(|n| n.addresses())
+                        .unwrap_or_default();
+                    out.extend(addrs.into_iter().filter_map(|ip| entry.at(ip)));
+                }
+            }
+        }
+        out
+    }
+
+    fn carry_key(&self, s: &ServerConfig) -> CarryKey {
+        (s.address, s.host.clone(), self.group)
+    }
+
+    fn server(
+        &self,
+        s: &ServerConfig,
+        health: Arc<Health>,
+        in_flight: Arc<AtomicUsize>,
+        counters: Arc<ServerCounters>,
+    ) -> Server {
+        Server {
+            label: s.label.clone(),
+            peer: upstream::peer(
+                s,
+                self.tls.as_deref(),
+                (&self.timeouts, &self.http),
+                self.group,
+                &self.hook,
+            ),
+            weight: s.weight,
+            id: self
+                .affinity
+                .as_ref()
+                .map(|a| server_id(&a.secret, &self.name, &s.label))
+                .unwrap_or_default(),
+            host_name: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.sni.clone())
+                .or_else(|| s.host.clone())
+                .unwrap_or_else(|| s.address.to_string()),
+            health,
+            in_flight,
+            counters,
+            carry_key: self.carry_key(s),
+        }
+    }
+
+    /// Chooses a healthy server of `set` not in `tried`: the affinity cookie's server when it
+    /// is usable, else by the balance algorithm. `None` when no server is left.
+    pub fn select(&self, set: &ServerSet, key: &SelectKey<'_>, tried: &[usize]) -> Option<Choice> {
+        let usable =
+            |i: usize| !tried.contains(&i) && set.get(i).is_some_and(|s| s.health.is_healthy());
         if self.affinity.is_some() {
             if let Some(cookie) = key.affinity {
-                if let Some(index) = self.servers.iter().position(|s| s.id == cookie) {
+                if let Some(index) = set.iter().position(|s| s.id == cookie) {
                     if usable(index) {
                         return Some(Choice {
                             index,
@@ -182,11 +388,11 @@ impl Pool {
         let index = match self.balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                select::round_robin(&self.schedule, start, usable)
+                select::round_robin(&set.schedule, start, usable)
             }
-            Balance::Random => select::random(&self.servers, usable),
-            Balance::LeastConnections => select::least_connections(&self.servers, usable),
-            Balance::IpHash => select::ip_hash(&self.servers, key.client, usable),
+            Balance::Random => select::random(set, usable),
+            Balance::LeastConnections => select::least_connections(set, usable),
+            Balance::IpHash => select::ip_hash(set, key.client, usable),
         }?;
         Some(Choice {
             index,
@@ -194,29 +400,31 @@ impl Pool {
         })
     }
 
-    /// Whether a healthy server not in `tried` remains (a retry has somewhere to go).
-    pub fn has_candidate(&self, tried: &[usize]) -> bool {
-        self.servers
-            .iter()
-            .enumerate()
-            .any(|(i, s)| !tried.contains(&i) && s.health.is_healthy())
+    /// Why no server of `set` is left, for the "no healthy server" log line: each unhealthy
+    /// server's reason, and each name that resolves to nothing.
+    pub fn unhealthy_summary(&self, set: &ServerSet) -> String {
+        let servers = set.iter().map(|s| {
+            let report = s.health.report();
+            format!(
+                "{} ({})",
+                s.label,
+                report.reason.as_deref().unwrap_or("healthy, already tried")
+            )
+        });
+        let names = self.names.iter().filter_map(|n| n.unresolved());
+        let all: Vec<String> = servers.chain(names).collect();
+        if all.is_empty() {
+            return "no server".to_owned();
+        }
+        all.join(", ")
     }
+}
 
-    /// Why each unhealthy server is out of rotation, for the "no healthy server" log line.
-    pub fn unhealthy_summary(&self) -> String {
-        self.servers
-            .iter()
-            .map(|s| {
-                let report = s.health.report();
-                format!(
-                    "{} ({})",
-                    s.label,
-                    report.reason.as_deref().unwrap_or("healthy, already tried")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+/// Whether a healthy server of `set` not in `tried` remains (a retry has somewhere to go).
+pub fn has_candidate(set: &ServerSet, tried: &[usize]) -> bool {
+    set.iter()
+        .enumerate()
+        .any(|(i, s)| !tried.contains(&i) && s.health.is_healthy())
 }
 
 /// The affinity id of a server: HMAC-SHA256 under the operator's secret over the pool name and

@@ -196,17 +196,17 @@ impl ProxyHttp for Proxy {
             client: ctx.client,
             affinity: ctx.affinity.as_deref(),
         };
-        let Some(choice) = pool.select(&key, &ctx.tried) else {
+        let set = ctx.set.get_or_insert_with(|| pool.servers()).clone();
+        let Some(choice) = pool.select(&set, &key, &ctx.tried) else {
             let e = ProxyError::NoServer {
                 pool: pool.name.clone(),
-                servers: pool.unhealthy_summary(),
+                servers: pool.unhealthy_summary(&set),
             };
             warn!("{e}");
             ctx.logged = true;
             return Err(e.into_pingora());
         };
-        let server = pool
-            .servers
+        let server = set
             .get(choice.index)
             .ok_or_else(|| ProxyError::NoPool.into_pingora())?;
         ctx.server = Some(choice.index);
@@ -284,14 +284,10 @@ impl ProxyHttp for Proxy {
         if let Some(gate) = client_gate(session).filter(|g| g.headers) {
             headers::client_certificate(upstream_request, &gate.identity, gate.xfcc);
         }
-        let pool = ctx.pool.and_then(|p| gen.pools.get(p));
-        let host = pool.and_then(|p| match &p.host_header {
+        let host = ctx.pool().and_then(|p| match &p.host_header {
             HostHeader::Preserve => None,
             HostHeader::Literal(h) => Some(h.as_str()),
-            HostHeader::Backend => ctx
-                .server
-                .and_then(|s| p.servers.get(s))
-                .map(|s| s.host_name.as_str()),
+            HostHeader::Backend => ctx.chosen().map(|s| s.host_name.as_str()),
         });
         if let Some(host) = host {
             upstream_request.insert_header(http::header::HOST, host)?;
@@ -377,9 +373,9 @@ impl ProxyHttp for Proxy {
             _ => None,
         };
         if let Some(f) = failure {
-            ctx.gen
-                .metrics
-                .tls_failure(pool_index(ctx), ctx.server.unwrap_or_default(), f);
+            if let Some(server) = ctx.chosen() {
+                server.counters.tls_failure(f);
+            }
         }
         if let Some(refused) = refused {
             e = refused;
@@ -471,15 +467,11 @@ impl ProxyHttp for Proxy {
         if !ctx.logged && code >= 500 {
             let gen = &ctx.gen;
             let route = route(gen, ctx).map_or("-", |r| r.name.as_str());
-            let pool = ctx.pool.and_then(|p| gen.pools.get(p));
-            let server = pool
-                .zip(ctx.server)
-                .and_then(|(p, s)| p.servers.get(s))
-                .map_or("-", |s| s.label.as_str());
             let what = if code == 504 { "timed out" } else { "failed" };
             warn!(
-                "route {route} pool {} server {server}: {what}, answered {code}: {e}",
-                pool.map_or("-", |p| p.name.as_str())
+                "route {route} pool {} server {}: {what}, answered {code}: {e}",
+                ctx.pool().map_or("-", |p| p.name.as_str()),
+                ctx.server_label()
             );
             ctx.logged = true;
         }
@@ -494,8 +486,7 @@ fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
     let gen = &ctx.gen;
     let req = session.req_header();
     let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let pool = ctx.pool.and_then(|p| gen.pools.get(p));
-    let server = pool.zip(ctx.server).and_then(|(p, s)| p.servers.get(s));
+    let pool = ctx.pool();
     let certificate = client_gate(session).and_then(|g| g.identity.certificate.as_ref());
     log.record(&access_log::Entry {
         time: ctx.start.map(|(_, t)| t),
@@ -506,7 +497,7 @@ fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
             .map_or("", |l| l.name.as_str()),
         route: route(gen, ctx).map_or("", |r| r.name.as_str()),
         pool: pool.map_or("", |p| p.name.as_str()),
-        server: server.map_or("", |s| s.label.as_str()),
+        server: ctx.chosen().map_or("", |s| s.label.as_str()),
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("", |p| p.as_str()),
         version: version_str(req.version),
@@ -555,25 +546,23 @@ fn rate_limited(limit: Option<&RateLimiter>, ctx: &Ctx) -> Result<(), Rejection>
 
 /// Whether the request may go to another server: retries left and a server left.
 fn may_retry(ctx: &Ctx) -> bool {
-    ctx.pool
-        .and_then(|p| ctx.gen.pools.get(p))
-        .is_some_and(|pool| {
-            ctx.tried.len() <= pool.retries as usize && pool.has_candidate(&ctx.tried)
-        })
+    let left = ctx
+        .set
+        .as_ref()
+        .is_some_and(|set| crate::pool::has_candidate(set, &ctx.tried));
+    left && ctx
+        .pool()
+        .is_some_and(|pool| ctx.tried.len() <= pool.retries as usize)
 }
 
 /// Logs that a failure is retried; a later failure gets its own line.
 fn log_retry(ctx: &mut Ctx, e: &Error) {
     let logged = std::mem::take(&mut ctx.logged);
-    let pool = ctx.pool.and_then(|p| ctx.gen.pools.get(p));
-    let server = pool
-        .zip(ctx.server)
-        .and_then(|(p, s)| p.servers.get(s))
-        .map_or("-", |s| s.label.as_str());
     if !logged {
         warn!(
-            "pool {} server {server}: {}; retrying on another server",
-            pool.map_or("-", |p| p.name.as_str()),
+            "pool {} server {}: {}; retrying on another server",
+            ctx.pool().map_or("-", |p| p.name.as_str()),
+            ctx.server_label(),
             e.etype().as_str()
         );
     }

@@ -16,7 +16,7 @@ use crate::listener::caps::{BeforeTls, Caps};
 use crate::listener::front::Front;
 use crate::listener::proxy_protocol::ProxyProtocolGate;
 use crate::listener::{self, BindIndex, ListenerError};
-use crate::pool::Prober;
+use crate::pool::{Prober, Resolver};
 use crate::proxy::Proxy;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -122,6 +122,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
         "pin warnings",
         crate::pool::pins::PinWatch::new(gateway.clone()),
     );
+    let resolver = background_service("server names", Resolver::new(gateway.clone()));
     let control = background_service(
         "control socket",
         control::Control::new(reloader.clone(), &config.server.control_sock, mode.upgrade),
@@ -160,6 +161,7 @@ pub fn run(config: &Config, mode: RunMode) -> Result<(), StartError> {
     server.bootstrap();
     server.add_service(prober);
     server.add_service(pin_watch);
+    server.add_service(resolver);
     server.add_service(control);
     server.add_service(watcher);
     server.add_service(service);

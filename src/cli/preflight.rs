@@ -36,12 +36,16 @@ pub fn check(config: &Config, diagnose: bool) -> std::io::Result<Vec<Row>> {
         .enable_all()
         .build()?;
     let hook = upstream::handshake_hook();
-    let pools: Vec<Pool> = config.pools.iter().map(|p| Pool::new(p, &hook)).collect();
+    let pools: Vec<Pool> = config
+        .pools
+        .iter()
+        .map(|p| Pool::new(p, &hook, &config.answers))
+        .collect();
     let connector = Connector::new(None);
     Ok(rt.block_on(async {
         let mut rows = Vec::new();
         for (cfg, pool) in config.pools.iter().zip(&pools) {
-            for server in &pool.servers {
+            for server in pool.servers().iter() {
                 let result = tokio::time::timeout(
                     cfg.timeouts.connect * 2,
                     connect_and_check(pool, server, &connector),
@@ -78,6 +82,23 @@ pub fn check(config: &Config, diagnose: bool) -> std::io::Result<Vec<Row>> {
                     chain: seen.as_ref().map(|c| c.chain.clone()).unwrap_or_default(),
                     expires: seen.map(|c| c.not_after),
                     problem,
+                });
+            }
+            // A name that did not resolve has no server to connect to: say so, never pass.
+            for name in pool
+                .names
+                .iter()
+                .filter_map(|n| n.unresolved().map(|u| (n, u)))
+            {
+                rows.push(Row {
+                    pool: pool.name.clone(),
+                    server: name.0.host.clone(),
+                    pin: None,
+                    chain: Vec::new(),
+                    whitelisted: "-".to_owned(),
+                    keys: Vec::new(),
+                    expires: None,
+                    problem: Some(name.1),
                 });
             }
         }

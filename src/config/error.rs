@@ -31,6 +31,12 @@ pub enum Problem {
     /// A backend address that does not parse or resolve.
     #[error("invalid server address {address:?}: {reason}; expected HOST:PORT, e.g. 10.0.1.4:443 or api.internal:443")]
     BadServer { address: String, reason: String },
+    /// A DNS server address that does not parse.
+    #[error("invalid resolver {0:?}: expected IP:PORT, e.g. 10.0.0.2:53 or [fd00::53]:53")]
+    BadResolver(String),
+    /// A name of a pool with `resolve_on_start: required` that did not resolve.
+    #[error("{name} does not resolve ({reason}); with `resolve_on_start: required` a name must resolve when the configuration is loaded (the default, `optional`, starts and answers 502 for the pool until it does)")]
+    Unresolved { name: String, reason: String },
     /// A number out of range.
     #[error("{value} is out of range: expected {expected}")]
     OutOfRange { value: u64, expected: &'static str },

@@ -44,6 +44,7 @@ pub struct RawServer {
     pub error_log: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
+    pub resolvers: Option<Vec<String>>,
 }
 
 /// `admin:` listener.
@@ -165,6 +166,8 @@ pub struct RawPool {
     pub retries: Option<u64>,
     pub h2c: Option<bool>,
     pub max_streams_per_connection: Option<u64>,
+    pub resolve_seconds: Option<u64>,
+    pub resolve_on_start: Option<String>,
 }
 
 /// A pool server: `host:port` shorthand or `{address, weight}`.

@@ -3,6 +3,7 @@
 mod client_auth;
 mod limits;
 mod listener;
+mod names;
 mod pool;
 mod protocol;
 
@@ -114,6 +115,7 @@ pub(super) fn validate(
         }
     }
     let pools = v.pools(&raw.pools, &root.key("pools"));
+    let answers = v.look_up(&pools, &server.resolvers, &root.key("pools"));
     let listener_names: Vec<&str> = raw.listeners.iter().map(|l| l.name.as_str()).collect();
     let pool_names: Vec<&str> = raw.pools.iter().map(|p| p.name.as_str()).collect();
     let routes = v.routes(
@@ -136,6 +138,7 @@ pub(super) fn validate(
         admin,
         access_log,
         audit_log,
+        answers,
     })
 }
 
@@ -353,6 +356,22 @@ impl Validator<'_> {
             0..=86_400,
             "0 to 86400 seconds",
         );
+        let resolvers = raw
+            .resolvers
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let parsed = r.trim().parse::<SocketAddr>().ok();
+                if parsed.is_none() {
+                    self.err(
+                        path.key("resolvers").index(i),
+                        Problem::BadResolver(r.clone()),
+                    );
+                }
+                parsed
+            })
+            .collect();
         let error_log = raw.error_log.map(|p| self.resolve_string(&p));
         if let Some(log) = &error_log {
             self.error_log(Path::new(log), &path.key("error_log"));
@@ -377,6 +396,7 @@ impl Validator<'_> {
             error_log,
             user: raw.user,
             group: raw.group,
+            resolvers,
         }
     }
 

@@ -35,7 +35,7 @@ pub(super) fn render(out: &mut String, pools: &[Pool], now: i64) {
         "1 while a server's pins will soon stop accepting it: pin_window_ending (every pin accepting its key ends within warn_days) or certificate_expiring (it expires within warn_days and no other pin would accept a new key).",
     );
     for pool in pools {
-        for server in &pool.servers {
+        for server in pool.servers().iter() {
             let Some(view) = server_pins(pool, server, now) else {
                 continue;
             };

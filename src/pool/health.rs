@@ -14,6 +14,9 @@ pub struct Health {
 
 #[derive(Debug, Default)]
 struct State {
+    /// An address that joined while running, not yet probed: its first passing probe puts it in
+    /// rotation.
+    pending: bool,
     successes: u32,
     failures: u32,
     reason: Option<String>,
@@ -47,6 +50,8 @@ pub enum Transition {
     Down,
     /// The server is back in rotation.
     Up,
+    /// An address that joined while running passed its first probe and is in rotation.
+    Joined,
 }
 
 impl Default for Health {
@@ -59,6 +64,19 @@ impl Default for Health {
 }
 
 impl Health {
+    /// The health of an address that joined the pool while running: out of rotation until its
+    /// first probe passes.
+    pub fn pending() -> Health {
+        Health {
+            healthy: AtomicBool::new(false),
+            state: Mutex::new(State {
+                pending: true,
+                reason: Some("new address, waiting for its first probe".into()),
+                ..State::default()
+            }),
+        }
+    }
+
     /// Whether the server is in rotation.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -82,10 +100,15 @@ impl Health {
             Ok(()) => {
                 s.failures = 0;
                 s.successes = s.successes.saturating_add(1);
-                if !healthy && s.successes >= healthy_threshold {
+                if !healthy && (s.successes >= healthy_threshold || s.pending) {
+                    let joined = std::mem::take(&mut s.pending);
                     s.reason = None;
                     self.healthy.store(true, Ordering::Relaxed);
-                    return Some(Transition::Up);
+                    return Some(if joined {
+                        Transition::Joined
+                    } else {
+                        Transition::Up
+                    });
                 }
                 if healthy {
                     s.reason = None;
@@ -144,6 +167,22 @@ mod tests {
         assert_eq!(h.record(Ok(()), 2, 2), Some(Transition::Up));
         assert!(h.is_healthy());
         assert_eq!(h.report().reason, None);
+    }
+
+    #[test]
+    fn a_new_address_joins_on_its_first_passing_probe() {
+        let h = Health::pending();
+        assert!(!h.is_healthy());
+        assert_eq!(h.record(Err("refused".into()), 3, 2), None);
+        assert!(!h.is_healthy());
+        assert_eq!(h.record(Ok(()), 3, 2), Some(Transition::Joined));
+        assert!(h.is_healthy());
+        h.record(Err("x".into()), 1, 2);
+        assert_eq!(
+            h.record(Ok(()), 1, 2),
+            None,
+            "thresholds apply once it joined"
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl BackgroundService for PinWatch {
             let now = unix_now();
             let mut still = HashSet::new();
             for pool in &gen.pools {
-                for server in &pool.servers {
+                for server in pool.servers().iter() {
                     let Some(view) = server_pins(pool, server, now) else {
                         continue;
                     };

@@ -17,13 +17,15 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// Most bytes of a probe response body searched for `body_contains`.
 const BODY_LIMIT: usize = 64 * 1024;
 
 /// The background service that probes every server of every pool with a probe, in the
 /// configuration generation serving now: a reload stops the probes of the old generation and
-/// starts those of the new one (servers it kept keep their health and thresholds' counts).
+/// starts those of the new one (servers it kept keep their health and thresholds' counts); a
+/// server that joins a pool while running is probed at once, one that leaves is no longer.
 pub struct Prober {
     gw: Arc<Gateway>,
 }
@@ -40,67 +42,96 @@ impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let connector = Arc::new(Connector::new(None));
         let mut generations = self.gw.subscribe();
+        let mut members = self.gw.subscribe_servers();
+        let mut running: Vec<(Arc<Server>, JoinHandle<()>)> = Vec::new();
         loop {
             let gen = self.gw.current();
-            let mut tasks = Vec::new();
+            let mut next = Vec::new();
             for (p, pool) in gen.pools.iter().enumerate() {
                 if pool.probe.is_none() {
                     continue;
                 }
-                for s in 0..pool.servers.len() {
-                    let (gen, connector) = (gen.clone(), connector.clone());
-                    tasks.push(tokio::spawn(async move {
-                        probe_loop(&gen.pools, p, s, &connector).await
-                    }));
+                for server in pool.servers().iter() {
+                    if let Some(i) = running.iter().position(|(s, _)| Arc::ptr_eq(s, server)) {
+                        next.push(running.swap_remove(i));
+                        continue;
+                    }
+                    let (gen, server, connector) = (gen.clone(), server.clone(), connector.clone());
+                    let task = tokio::spawn({
+                        let server = server.clone();
+                        async move { probe_loop(&gen.pools, p, &server, &connector).await }
+                    });
+                    next.push((server, task));
                 }
             }
+            for (_, task) in running.drain(..) {
+                task.abort();
+            }
+            running = next;
             let stop = tokio::select! {
                 _ = shutdown.changed() => true,
                 changed = generations.changed() => changed.is_err(),
+                changed = members.changed() => changed.is_err(),
             };
-            for t in tasks {
-                t.abort();
-            }
             if stop {
+                for (_, task) in running {
+                    task.abort();
+                }
                 return;
             }
         }
     }
 }
 
-async fn probe_loop(pools: &[Pool], p: usize, s: usize, connector: &Connector) {
+async fn probe_loop(pools: &[Pool], p: usize, server: &Server, connector: &Connector) {
     let Some(pool) = pools.get(p) else { return };
-    let (Some(server), Some(probe)) = (pool.servers.get(s), pool.probe.as_ref()) else {
+    let Some(probe) = pool.probe.as_ref() else {
         return;
     };
     loop {
-        let result =
-            match tokio::time::timeout(probe.timeout, probe_once(pool, server, probe, connector))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(format!(
-                    "probe timed out after {}s",
-                    probe.timeout.as_secs()
-                )),
-            };
-        let transition = server.health.record(
-            result.clone(),
-            probe.unhealthy_threshold,
-            probe.healthy_threshold,
-        );
-        match (transition, result) {
-            (Some(Transition::Down), Err(reason)) => warn!(
-                "pool {} server {}: unhealthy after {} failed probe(s): {reason}",
-                pool.name, server.label, probe.unhealthy_threshold
-            ),
-            (Some(Transition::Up), _) => info!(
-                "pool {} server {}: healthy again after {} successful probe(s)",
-                pool.name, server.label, probe.healthy_threshold
-            ),
-            _ => {}
-        }
+        probe_and_record(pool, server, connector).await;
         tokio::time::sleep(probe.interval).await;
+    }
+}
+
+/// Probes `server` once (when the pool has a probe), records the result in its health and
+/// logs a change of rotation state.
+pub(super) async fn probe_and_record(pool: &Pool, server: &Server, connector: &Connector) {
+    let Some(probe) = pool.probe.as_ref() else {
+        return;
+    };
+    let result =
+        match tokio::time::timeout(probe.timeout, probe_once(pool, server, probe, connector)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "probe timed out after {}s",
+                probe.timeout.as_secs()
+            )),
+        };
+    let transition = server.health.record(
+        result.clone(),
+        probe.unhealthy_threshold,
+        probe.healthy_threshold,
+    );
+    match (transition, result) {
+        (Some(Transition::Down), Err(reason)) => warn!(
+            "pool {} server {}: unhealthy after {} failed probe(s): {reason}",
+            pool.name, server.label, probe.unhealthy_threshold
+        ),
+        (Some(Transition::Up), _) => info!(
+            "pool {} server {}: healthy again after {} successful probe(s)",
+            pool.name, server.label, probe.healthy_threshold
+        ),
+        (Some(Transition::Joined), _) => info!(
+            "pool {} server {}: in rotation, its first probe passed",
+            pool.name, server.label
+        ),
+        (None, Err(reason)) if !server.health.is_healthy() => {
+            // A new address failing its first probes stays out; say why once per reason.
+            log::debug!("pool {} server {}: {reason}", pool.name, server.label);
+        }
+        _ => {}
     }
 }
 

@@ -4,6 +4,7 @@ use super::Server;
 use rand::Rng;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// One cycle of smooth weighted round robin (the nginx algorithm), precomputed so that picking
 /// is a single atomic increment: weights 5,1,1 give a,a,b,a,c,a,a rather than a,a,a,a,a,b,c.
@@ -48,7 +49,7 @@ pub(super) fn round_robin(
 }
 
 /// A usable server at random, in proportion to weight.
-pub(super) fn random(servers: &[Server], usable: impl Fn(usize) -> bool) -> Option<usize> {
+pub(super) fn random(servers: &[Arc<Server>], usable: impl Fn(usize) -> bool) -> Option<usize> {
     let candidates: Vec<usize> = (0..servers.len()).filter(|&i| usable(i)).collect();
     weighted_pick(servers, &candidates)
 }
@@ -56,7 +57,7 @@ pub(super) fn random(servers: &[Server], usable: impl Fn(usize) -> bool) -> Opti
 /// The usable server with the fewest in-flight requests per unit of weight; ties are broken
 /// at random by weight, so an idle pool still spreads its load.
 pub(super) fn least_connections(
-    servers: &[Server],
+    servers: &[Arc<Server>],
     usable: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     // Each server's load is read once: other requests move the counters meanwhile, and a
@@ -88,7 +89,7 @@ pub(super) fn least_connections(
 /// same client keeps its server while that server is usable, and only the clients of a server
 /// that leaves move.
 pub(super) fn ip_hash(
-    servers: &[Server],
+    servers: &[Arc<Server>],
     client: Option<IpAddr>,
     usable: impl Fn(usize) -> bool,
 ) -> Option<usize> {
@@ -114,7 +115,7 @@ pub(super) fn ip_hash(
         .map(|(i, _)| i)
 }
 
-fn weighted_pick(servers: &[Server], candidates: &[usize]) -> Option<usize> {
+fn weighted_pick(servers: &[Arc<Server>], candidates: &[usize]) -> Option<usize> {
     let weight = |i: &usize| servers.get(*i).map_or(0, |s| u64::from(s.weight.max(1)));
     let total: u64 = candidates.iter().map(weight).sum();
     if total == 0 {
@@ -147,28 +148,14 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora::upstreams::peer::HttpPeer;
 
-    fn servers(weights: &[u32]) -> Vec<Server> {
+    fn servers(weights: &[u32]) -> Vec<Arc<Server>> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| Server {
-                label: format!("s{i}"),
-                peer: HttpPeer::new(
-                    std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    false,
-                    String::new(),
-                ),
-                weight: *w,
-                id: format!("id{i}"),
-                host_name: String::new(),
-                health: Default::default(),
-                in_flight: Default::default(),
-                carry_key: (
-                    std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    0,
-                ),
+            .map(|(i, w)| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+                Arc::new(Server::for_test(&format!("s{i}"), addr, *w))
             })
             .collect()
     }

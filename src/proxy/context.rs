@@ -1,6 +1,7 @@
 //! Per-request state carried through Pingora's phases.
 
 use crate::gateway::Generation;
+use crate::pool::{Pool, Server, ServerSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub struct Ctx {
     pub(super) listener: usize,
     pub(super) route: Option<usize>,
     pub(super) pool: Option<usize>,
+    /// The pool's servers when the first was chosen: retries choose from the same set, and
+    /// `server` indexes it, however the pool's names resolve meanwhile.
+    pub(super) set: Option<Arc<ServerSet>>,
     pub(super) server: Option<usize>,
     /// Servers tried for this request, in order.
     pub(super) tried: Vec<usize>,
@@ -76,6 +80,7 @@ impl Ctx {
             listener: 0,
             route: None,
             pool: None,
+            set: None,
             server: None,
             tried: Vec::new(),
             in_flight: None,
@@ -98,6 +103,23 @@ impl Ctx {
             body_refused: None,
             grpc_status: None,
         }
+    }
+}
+
+impl Ctx {
+    /// The request's pool, once routed to one.
+    pub(super) fn pool(&self) -> Option<&Pool> {
+        self.gen.pools.get(self.pool?)
+    }
+
+    /// The server chosen last, once one is.
+    pub(super) fn chosen(&self) -> Option<&Arc<Server>> {
+        self.set.as_ref()?.get(self.server?)
+    }
+
+    /// The chosen server's label, or "-".
+    pub(super) fn server_label(&self) -> &str {
+        self.chosen().map_or("-", |s| s.label.as_str())
     }
 }
 

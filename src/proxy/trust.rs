@@ -3,10 +3,9 @@
 //! and connections refused while being established (HTTP/2 pools judge them there, so that a
 //! refused one never enters the shared pool) are reported the same way.
 
-use super::context::pool_index;
 use super::error::ProxyError;
 use super::Ctx;
-use crate::pool::Pool;
+use crate::pool::{Pool, Server};
 use crate::upstream::{self, PinError};
 use log::warn;
 use pingora::protocols::Digest;
@@ -16,17 +15,17 @@ use pingora::{Error, Result};
 /// connection pooled under the old whitelist.
 pub(super) fn check_connection(ctx: &mut Ctx, reused: bool, digest: Option<&Digest>) -> Result<()> {
     let gen = ctx.gen.clone();
-    let Some(pool) = ctx.pool.and_then(|p| gen.pools.get(p)) else {
+    let pool = ctx.pool.and_then(|p| gen.pools.get(p));
+    let (Some(pool), Some(server)) = (pool, ctx.chosen().cloned()) else {
         return Err(ProxyError::NoPool.into_pingora());
     };
-    let (p, s) = (pool_index(ctx), ctx.server.unwrap_or_default());
-    gen.metrics.connection(p, s, reused);
+    server.counters.connection(reused);
     let Some(tls) = &pool.tls else { return Ok(()) };
     ctx.upstream_tls = digest
         .and_then(|d| d.ssl_digest.as_ref())
         .map(|d| d.version.clone());
     if !reused {
-        if let (Some(seen), Some(server)) = (upstream::presented(digest), pool.servers.get(s)) {
+        if let Some(seen) = upstream::presented(digest) {
             server.health.presented(seen);
         }
     }
@@ -34,12 +33,12 @@ pub(super) fn check_connection(ctx: &mut Ctx, reused: bool, digest: Option<&Dige
         return Ok(());
     };
     if !upstream::enforced(tls) {
-        let rejected = rejected(ctx, pool, reason);
-        gen.metrics.pin_reported(p, s);
+        let rejected = rejected(pool, &server, reason);
+        server.counters.pin_reported();
         warn!("{rejected} (pin_mode: report, request allowed)");
         return Ok(());
     }
-    Err(refuse(ctx, pool, reason).into_pingora())
+    Err(refuse(ctx, pool, &server, reason).into_pingora())
 }
 
 /// When `e` is a connection that the whitelist refused as it was established: counts, logs and
@@ -48,28 +47,24 @@ pub(super) fn refused_at_connect(ctx: &mut Ctx, e: &Error) -> Option<Box<Error>>
     let reason = upstream::pin_refusal(e)?.clone();
     let gen = ctx.gen.clone();
     let pool = ctx.pool.and_then(|p| gen.pools.get(p))?;
-    Some(refuse(ctx, pool, reason).into_pingora())
+    let server = ctx.chosen().cloned()?;
+    Some(refuse(ctx, pool, &server, reason).into_pingora())
 }
 
-fn refuse(ctx: &mut Ctx, pool: &Pool, reason: PinError) -> ProxyError {
-    let (p, s) = (pool_index(ctx), ctx.server.unwrap_or_default());
-    ctx.gen.metrics.tls_failure(p, s, reason.metric());
-    let rejected = rejected(ctx, pool, reason);
+fn refuse(ctx: &mut Ctx, pool: &Pool, server: &Server, reason: PinError) -> ProxyError {
+    server.counters.tls_failure(reason.metric());
+    let rejected = rejected(pool, server, reason);
     warn!("{rejected}; connection closed before the request was sent");
     ctx.nothing_sent = true;
     ctx.logged = true;
     rejected
 }
 
-fn rejected(ctx: &Ctx, pool: &Pool, reason: PinError) -> ProxyError {
-    let server = ctx
-        .server
-        .and_then(|s| pool.servers.get(s))
-        .map_or("?", |s| s.label.as_str());
-    crate::pool::pins::refused(pool, server, &reason);
+fn rejected(pool: &Pool, server: &Server, reason: PinError) -> ProxyError {
+    crate::pool::pins::refused(pool, &server.label, &reason);
     ProxyError::Rejected {
         pool: pool.name.clone(),
-        server: server.to_owned(),
+        server: server.label.clone(),
         reason,
     }
 }

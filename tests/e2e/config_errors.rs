@@ -92,6 +92,21 @@ fn each_bad_config_names_line_column_path_and_what_is_accepted() {
             &["not an IP address or a DNS name", "expected HOST:PORT"],
         ),
         (
+            format!("server:\n  resolvers: [\"127.0.0.1:53\", nope]\n{LISTENER}{POOL}{ROUTE}"),
+            ":2:31: server.resolvers[1]",
+            &["invalid resolver \"nope\"", "expected IP:PORT"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    resolve_on_start: sometimes\n{ROUTE}"),
+            ":14:23: pools[0].resolve_on_start",
+            &["\"sometimes\"", "expected optional or required"],
+        ),
+        (
+            format!("{LISTENER}{POOL}    resolve_seconds: 0\n{ROUTE}"),
+            ":14:22: pools[0].resolve_seconds",
+            &["0 is out of range", "1 to 86400 seconds"],
+        ),
+        (
             format!("{LISTENER}pools:\n  - name: p\n    servers: [127.0.0.1:1]\n    tls:\n      pins:\n        - cert: missing.pem\n{ROUTE}"),
             ":13:17: pools[0].tls.pins[0].cert",
             &["missing.pem", "No such file"],

@@ -1,7 +1,7 @@
 //! Process life: daemon mode (`-d`), start-up failures, `server.user`/`server.group` and paths
 //! relative to the configuration file.
 
-use crate::harness::{free_port, get, pinion, plain_pool, wait_for, Backend, Env};
+use crate::harness::{exited, free_port, get, pinion, plain_pool, wait_for, Backend, Env};
 use crate::operations::{admin_get, metrics, sample};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -92,16 +92,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Whether `pid` has exited (gone, or a zombie nobody reaped yet: the daemon is not our child).
-fn exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
 }
 
 /// The user and group ids of a running process (real, effective, saved, filesystem).

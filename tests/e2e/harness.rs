@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod certs;
 pub mod client;
+pub mod dns;
 pub mod gateway;
 pub mod grpc;
 pub mod load;
@@ -25,5 +26,16 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         std::thread::yield_now();
         std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody reaped yet: a process that is not the
+/// test's child, such as a daemon or the gateway a hand-over started).
+pub fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
     }
 }

@@ -7,15 +7,15 @@ use crate::config::raw::{
     RawTimeouts,
 };
 use crate::config::{
-    Affinity, AffinitySecret, Balance, HostHeader, PinMode, PoolConfig, Probe, SameSite,
-    ServerConfig, Timeouts, UpstreamTls,
+    Affinity, AffinitySecret, Balance, Endpoint, HostHeader, PinMode, PoolConfig, Probe, SameSite,
+    ServerEntry, Timeouts, UpstreamTls,
 };
 use crate::tls::{
     parse_rfc3339, read_certificates, read_public_key, Pin, PinEntry, PinScope, Whitelist,
 };
 use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ impl Validator<'_> {
         if raw.servers.is_empty() {
             self.err(servers_path.clone(), Problem::Empty("server"));
         }
-        let servers: Vec<ServerConfig> = raw
+        let servers: Vec<ServerEntry> = raw
             .servers
             .iter()
             .enumerate()
@@ -104,10 +104,11 @@ impl Validator<'_> {
             probe,
             retries: u32::try_from(retries).unwrap_or(2),
             http,
+            resolution: self.resolution(raw, path),
         }
     }
 
-    fn backend(&mut self, raw: &RawServerEntry, path: &KeyPath) -> Option<ServerConfig> {
+    fn backend(&mut self, raw: &RawServerEntry, path: &KeyPath) -> Option<ServerEntry> {
         let weight = self.number(
             path.key("weight"),
             raw.weight,
@@ -120,8 +121,8 @@ impl Validator<'_> {
             reason: reason.to_owned(),
         };
         let text = raw.address.trim();
-        let (address, host) = if let Ok(addr) = text.parse::<SocketAddr>() {
-            (addr, None)
+        let endpoint = if let Ok(addr) = text.parse::<SocketAddr>() {
+            Endpoint::Address(addr)
         } else {
             let Some((host, port)) = text.rsplit_once(':') else {
                 self.err(path.clone(), bad("no port"));
@@ -144,34 +145,24 @@ impl Validator<'_> {
                 self.err(path.clone(), bad("not an IP address or a DNS name"));
                 return None;
             }
-            if self.resolve == crate::config::Resolve::Offline {
-                self.err(
-                    path.clone(),
-                    bad("names are not resolved in an offline check"),
-                );
-                return None;
-            }
-            // Resolved once here, never on the request path (HttpPeer::new would block or panic).
-            match (host, port).to_socket_addrs().map(|mut a| a.next()) {
-                Ok(Some(addr)) => (addr, Some(host.to_ascii_lowercase())),
-                Ok(None) => {
-                    self.err(path.clone(), bad("the name resolves to no address"));
-                    return None;
-                }
-                Err(e) => {
-                    self.err(path.clone(), bad(&format!("cannot resolve the name ({e})")));
-                    return None;
-                }
+            // Never looked up on the request path: once while loading, then by the
+            // re-resolution task (HttpPeer::new would block, or panic on a failure).
+            Endpoint::Name {
+                host: host.to_ascii_lowercase(),
+                port,
             }
         };
-        if address.port() == 0 {
+        let port = match &endpoint {
+            Endpoint::Address(a) => a.port(),
+            Endpoint::Name { port, .. } => *port,
+        };
+        if port == 0 {
             self.err(path.clone(), bad("port 0"));
             return None;
         }
-        Some(ServerConfig {
+        Some(ServerEntry {
             label: text.to_owned(),
-            address,
-            host,
+            endpoint,
             weight: u32::try_from(weight).unwrap_or(1),
         })
     }
@@ -180,7 +171,7 @@ impl Validator<'_> {
         &mut self,
         raw: &RawPoolTls,
         path: &KeyPath,
-        servers: &[ServerConfig],
+        servers: &[ServerEntry],
         servers_path: &KeyPath,
     ) -> Option<Arc<UpstreamTls>> {
         let before = self.problems.len();
@@ -219,7 +210,7 @@ impl Validator<'_> {
         if names_checked && raw.verify_hostname != Some(false) || !pins_only {
             // Pingora turns verification off for an empty SNI, so a verifying mode needs a name.
             for (i, server) in servers.iter().enumerate() {
-                if sni.is_none() && server.host.is_none() {
+                if sni.is_none() && server.host().is_none() {
                     self.err(
                         servers_path.index(i),
                         Problem::NoNameToVerify {

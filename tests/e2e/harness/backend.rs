@@ -24,6 +24,11 @@ impl Backend {
         )
     }
 
+    /// An HTTPS backend presenting `identity` on `bind` (e.g. `127.0.0.2:PORT`).
+    pub fn https_at(name: &str, identity: &Identity, bind: &str) -> Backend {
+        Backend::wrap(lib::Backend::https(name, identity, bind).unwrap())
+    }
+
     /// A plain-HTTP backend.
     pub fn plain(name: &str) -> Backend {
         Backend::wrap(lib::Backend::plain(name, "127.0.0.1:0").unwrap())

@@ -183,6 +183,35 @@ pub struct TransportConnector {
 
 const DEFAULT_POOL_SIZE: usize = 128;
 
+type IdlePool = ConnectionPool<Arc<Mutex<Stream>>>;
+
+/// The idle-connection pool of every [TransportConnector] alive in the process, for
+/// [close_idle_connections]: a proxy's connector is private to it.
+static IDLE_POOLS: parking_lot::Mutex<Vec<std::sync::Weak<IdlePool>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Closes every idle pooled connection whose reuse key is `key` (a [Peer::reuse_hash]), in
+/// every [TransportConnector] of the process, and returns how many it closed. For a server
+/// that left its pool: its idle connections would otherwise stay open until their idle
+/// timeout. Connections in use are not touched.
+pub fn close_idle_connections(key: u64) -> usize {
+    let pools: Vec<Arc<IdlePool>> = {
+        let mut all = IDLE_POOLS.lock();
+        all.retain(|p| p.strong_count() > 0);
+        all.iter().filter_map(std::sync::Weak::upgrade).collect()
+    };
+    let mut closed = 0;
+    for pool in pools {
+        // Taking a connection out stops its idle watch, which then lets go of it: dropped here,
+        // it is closed.
+        while let Some(connection) = pool.get(&key) {
+            drop(connection);
+            closed += 1;
+        }
+    }
+    closed
+}
+
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
     pub fn new(mut options: Option<ConnectorOptions>) -> Self {
@@ -201,9 +230,11 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let connection_pool = Arc::new(ConnectionPool::new(pool_size));
+        IDLE_POOLS.lock().push(Arc::downgrade(&connection_pool));
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            connection_pool,
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
