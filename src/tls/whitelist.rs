@@ -226,10 +226,12 @@ impl Whitelist {
         self.entries.iter().any(|e| e.pin == *pin)
     }
 
-    /// Judges what a backend presented at `now` (read only when some pin has a window).
+    /// Judges what a backend presented at `now` (read only when some pin has a window). Of
+    /// several pins that accept it, the one nearest the leaf is named (the leaf's own first).
     pub fn judge(&self, seen: Presented<'_>, now: impl Fn() -> i64) -> Result<Match, Miss> {
         let now = if self.windows { now() } else { 0 };
         let mut miss = Miss::NotWhitelisted;
+        let mut best: Option<Match> = None;
         for e in &self.entries {
             let depth = match e.scope {
                 PinScope::Leaf if e.pin == seen.leaf => 0,
@@ -252,13 +254,22 @@ impl Whitelist {
                 miss = Miss::NameMismatch;
                 continue;
             }
-            return Ok(Match {
-                pin: e.pin,
-                scope: e.scope,
-                depth,
-            });
+            if depth == 0 && e.scope == PinScope::Leaf {
+                return Ok(Match {
+                    pin: e.pin,
+                    scope: e.scope,
+                    depth,
+                });
+            }
+            if best.is_none_or(|b| (depth, e.scope) < (b.depth, b.scope)) {
+                best = Some(Match {
+                    pin: e.pin,
+                    scope: e.scope,
+                    depth,
+                });
+            }
         }
-        Err(miss)
+        best.ok_or(miss)
     }
 
     /// Warnings about a server that presented `seen` with a certificate expiring at
@@ -428,6 +439,27 @@ mod tests {
             ..seen(1, &path)
         };
         assert_eq!(w.judge(wrong_name, || 0), Err(Miss::NameMismatch));
+    }
+
+    #[test]
+    fn the_pin_nearest_the_leaf_is_named_when_several_accept() {
+        let w = Whitelist::new(vec![
+            entry(9, PinScope::Chain, None, None),
+            entry(8, PinScope::Chain, None, None),
+            entry(1, PinScope::Leaf, None, None),
+        ]);
+        let path = [
+            PathKey {
+                pin: p(9),
+                depth: 2,
+            },
+            PathKey {
+                pin: p(8),
+                depth: 1,
+            },
+        ];
+        assert_eq!(w.judge(seen(1, &path), || 0).map(|m| m.pin), Ok(p(1)));
+        assert_eq!(w.judge(seen(2, &path), || 0).map(|m| m.depth), Ok(1));
     }
 
     #[test]

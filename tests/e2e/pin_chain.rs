@@ -410,7 +410,8 @@ fn preflight_proposes_the_leaf_and_chain_keys_and_the_merged_proposal_validates(
         "{}",
         String::from_utf8_lossy(&again.stdout)
     );
-    assert!(String::from_utf8_lossy(&again.stdout).contains("yes (leaf)"));
+    let table = String::from_utf8_lossy(&again.stdout);
+    assert!(table.contains("yes (leaf)"), "{table}");
 }
 
 #[test]
