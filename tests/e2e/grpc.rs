@@ -457,3 +457,61 @@ fn a_backend_going_away_mid_load_fails_no_call() {
     assert_eq!(ok, 8 * 150);
     assert!(b.calls() > 0, "b took over");
 }
+
+#[test]
+fn max_streams_per_connection_bounds_the_calls_sharing_a_backend_connection() {
+    let key = Identity::self_signed(&["grpc.internal"]);
+    let (narrow, wide) = (
+        GrpcBackend::tls("narrow", &key),
+        GrpcBackend::tls("wide", &key),
+    );
+    let env = Env::new();
+    let yaml = format!(
+        "{}pools:\n{}{}routes:\n  - name: narrow\n    hosts: [narrow.example.com]\n    pool: narrow\n  - name: wide\n    pool: wide\n",
+        env.listeners(),
+        pool(
+            "narrow",
+            &[narrow.port],
+            "    probe: false\n    max_streams_per_connection: 2\n",
+            &pinned(&key)
+        ),
+        pool("wide", &[wide.port], "    probe: false\n", &pinned(&key)),
+    );
+    let gw = env.start(&yaml);
+    let port = gw.port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for origin in ["https://narrow.example.com", "https://wide.example.com"] {
+            let channel = channel_for(port, origin).await;
+            let mut c = Client::new(channel.clone());
+            c.unary(Msg::default(), None).await.unwrap();
+            // Six calls that overlap (each takes a second at the backend), started 50 ms
+            // apart: Pingora opens a new connection for a call that finds none with a free
+            // stream, and a call arriving while another is taking a stream may miss one.
+            let mut calls = Vec::new();
+            for i in 0..6 {
+                let mut c = Client::new(channel.clone());
+                calls.push(tokio::spawn(async move {
+                    let m = Msg {
+                        seq: i,
+                        sleep_ms: 1000,
+                        ..Msg::default()
+                    };
+                    c.unary(m, None).await.map(|r| r.seq)
+                }));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for (i, call) in calls.into_iter().enumerate() {
+                assert_eq!(call.await.unwrap().unwrap(), i as u32);
+            }
+        }
+    });
+    // At most two streams per connection: six overlapping calls need three connections (the
+    // warm-up's among them); the default (100) carries all of them on one.
+    assert_eq!(narrow.handshakes(), 3);
+    assert_eq!(wide.handshakes(), 1);
+}
