@@ -22,6 +22,14 @@ fn pool(name: &str, ports: &[u16], extra: &str, tls: &str) -> String {
     )
 }
 
+/// The test's listener, `pools` (one pool named `grpc`) and a route to it for everything.
+fn one_pool(env: &Env, pools: &str) -> String {
+    format!(
+        "{}pools:\n{pools}routes:\n  - name: grpc\n    pool: grpc\n",
+        env.listeners()
+    )
+}
+
 fn pinned(identity: &Identity) -> String {
     format!(
         "      http2: true\n      pins: [{{sha256: \"{}\"}}]\n",
@@ -111,15 +119,14 @@ fn a_refused_key_is_unavailable_and_its_http2_connection_is_never_reused() {
     let impostor_key = Identity::self_signed(&["grpc.internal"]);
     let impostor = GrpcBackend::tls("impostor", &impostor_key);
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n{}routes:\n  - name: grpc\n    pool: grpc\n",
-        env.listeners(),
-        pool(
+    let yaml = one_pool(
+        &env,
+        &pool(
             "grpc",
             &[impostor.port],
             "    probe: false\n    retries: 0\n",
-            &pinned(&key)
-        )
+            &pinned(&key),
+        ),
     );
     let gw = env.start(&yaml);
     block_on(async {
@@ -151,15 +158,14 @@ fn grpc_timeout_shorter_than_the_pool_timeout_ends_the_call_with_deadline_exceed
     let key = Identity::self_signed(&["grpc.internal"]);
     let backend = GrpcBackend::tls("slow", &key);
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n{}routes:\n  - name: grpc\n    pool: grpc\n",
-        env.listeners(),
-        pool(
+    let yaml = one_pool(
+        &env,
+        &pool(
             "grpc",
             &[backend.port],
             "    probe: false\n    timeouts: {request_seconds: 30}\n",
-            &pinned(&key)
-        )
+            &pinned(&key),
+        ),
     );
     let gw = env.start(&yaml);
     block_on(async {
@@ -265,10 +271,9 @@ fn http1_clients_are_served_by_the_same_http2_pool() {
     let key = Identity::self_signed(&["grpc.internal"]);
     let backend = GrpcBackend::tls("h2only", &key);
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n{}routes:\n  - name: grpc\n    pool: grpc\n",
-        env.listeners(),
-        pool("grpc", &[backend.port], "    probe: false\n", &pinned(&key))
+    let yaml = one_pool(
+        &env,
+        &pool("grpc", &[backend.port], "    probe: false\n", &pinned(&key)),
     );
     let gw = env.start(&yaml);
     for path in ["/a", "/b?x=1"] {
@@ -307,15 +312,14 @@ fn auto_uses_http2_where_offered_and_http1_elsewhere() {
 fn h2c_pools_speak_cleartext_http2() {
     let backend = GrpcBackend::h2c("plain");
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n{}routes:\n  - name: grpc\n    pool: grpc\n",
-        env.listeners(),
-        pool(
+    let yaml = one_pool(
+        &env,
+        &pool(
             "grpc",
             &[backend.port],
             "    probe: false\n    h2c: true\n",
-            ""
-        )
+            "",
+        ),
     );
     let gw = env.start(&yaml);
     block_on(async {
@@ -394,15 +398,14 @@ fn a_backend_going_away_mid_load_fails_no_call() {
     let key = Identity::self_signed(&["grpc.internal"]);
     let (a, b) = (GrpcBackend::tls("a", &key), GrpcBackend::tls("b", &key));
     let env = Env::new();
-    let yaml = format!(
-        "{}pools:\n{}routes:\n  - name: grpc\n    pool: grpc\n",
-        env.listeners(),
-        pool(
+    let yaml = one_pool(
+        &env,
+        &pool(
             "grpc",
             &[a.port, b.port],
             "    probe: false\n",
-            &pinned(&key)
-        )
+            &pinned(&key),
+        ),
     );
     let gw = env.start(&yaml);
     let port = gw.port();
