@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation: each Pingora phase is short and hands the work to the module
 //! that owns it (routing, pool, upstream, headers). See docs/architecture.md for the phase map.
 
+mod access;
 mod affinity;
 mod context;
 mod error;
@@ -17,7 +18,6 @@ use error::status_for;
 pub use error::ProxyError;
 use refuse::page;
 
-use crate::access_log::{self, AccessLog};
 use crate::admin::Drain;
 use crate::config::HostHeader;
 use crate::gateway::{Gateway, Generation};
@@ -327,7 +327,7 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(log) = &ctx.gen.access_log {
-            log_request(log, session, ctx, status);
+            access::record(log, session, ctx, status);
         }
     }
 
@@ -482,38 +482,6 @@ impl ProxyHttp for Proxy {
     }
 }
 
-fn log_request(log: &AccessLog, session: &Session, ctx: &Ctx, status: u16) {
-    let gen = &ctx.gen;
-    let req = session.req_header();
-    let header = |name: http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let pool = ctx.pool();
-    let certificate = client_gate(session).and_then(|g| g.identity.certificate.as_ref());
-    log.record(&access_log::Entry {
-        time: ctx.start.map(|(_, t)| t),
-        client: ctx.client,
-        listener: gen
-            .listeners
-            .get(ctx.listener)
-            .map_or("", |l| l.name.as_str()),
-        route: route(gen, ctx).map_or("", |r| r.name.as_str()),
-        pool: pool.map_or("", |p| p.name.as_str()),
-        server: ctx.chosen().map_or("", |s| s.label.as_str()),
-        method: req.method.as_str(),
-        path: req.uri.path_and_query().map_or("", |p| p.as_str()),
-        version: version_str(req.version),
-        status,
-        bytes: session.as_downstream().body_bytes_sent(),
-        duration: ctx.start.map(|(t, _)| t.elapsed()).unwrap_or_default(),
-        upstream_tls: ctx.upstream_tls.as_deref(),
-        request_id: &ctx.request_id,
-        referer: header(http::header::REFERER),
-        user_agent: header(http::header::USER_AGENT),
-        client_subject: certificate.map(|c| c.subject.as_str()),
-        client_pin: certificate.map(|c| c.pin.as_str()),
-        grpc_status: ctx.grpc_status,
-    });
-}
-
 fn is_tls(gen: &Generation, ctx: &Ctx) -> bool {
     gen.listeners
         .get(ctx.listener)
@@ -580,14 +548,6 @@ fn https_location(authority: &str, port: u16, target: &str) -> String {
         format!("https://{host}{target}")
     } else {
         format!("https://{host}:{port}{target}")
-    }
-}
-
-fn version_str(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2.0",
-        _ => "HTTP/1.1",
     }
 }
 

@@ -3,14 +3,16 @@
 mod client_auth;
 mod limits;
 mod listener;
+mod logs;
 mod names;
+mod pins;
 mod pool;
 mod protocol;
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::raw::{RawAccessLog, RawConfig, RawHeaderRewrite, RawRedirect, RawRoute, RawServer};
-use super::{AccessLogConfig, AccessLogFormat, Config, ServerSettings};
+use super::raw::{RawConfig, RawHeaderRewrite, RawRedirect, RawRoute, RawServer};
+use super::{Config, ServerSettings};
 use crate::routing::{
     HeaderRewrite, HostPattern, PathPattern, Redirect, Route, RouteTable, Target,
 };
@@ -194,43 +196,6 @@ impl Validator<'_> {
             },
         );
         default
-    }
-
-    /// A log file path: resolved against the configuration's directory, which must exist.
-    fn log_file(&mut self, rel: &str, path: &KeyPath) -> Option<PathBuf> {
-        let full = self.resolve(rel);
-        let dir_ok = full
-            .parent()
-            .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
-        if !dir_ok {
-            self.err(
-                path.clone(),
-                Problem::BadFile {
-                    path: full,
-                    reason: "its directory does not exist".into(),
-                },
-            );
-            return None;
-        }
-        Some(full)
-    }
-
-    fn access_log(&mut self, raw: &RawAccessLog, path: &KeyPath) -> AccessLogConfig {
-        let format = self.choice(
-            path.key("format"),
-            raw.format.as_deref(),
-            &[
-                ("json", AccessLogFormat::Json),
-                ("combined", AccessLogFormat::Combined),
-            ],
-            AccessLogFormat::Json,
-            "json or combined",
-        );
-        let file = match raw.path.as_deref() {
-            None | Some("stdout") => None,
-            Some(p) => self.log_file(p, &path.key("path")),
-        };
-        AccessLogConfig { file, format }
     }
 
     /// A path from the file, resolved against the file's directory.
