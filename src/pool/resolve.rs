@@ -101,9 +101,9 @@ impl NameState {
         Some(format!("{} does not resolve ({why})", self.host))
     }
 
-    /// How long until the name should be asked again: four fifths of `resolve_seconds` (or of
-    /// a shorter TTL), so that a change, the lookup that sees it and the first probe of a new
-    /// address all fit within `resolve_seconds` of the change.
+    /// How long until the name should be asked again: half of `resolve_seconds` (or of a
+    /// shorter TTL), so that a change, the lookup that sees it and the first probe of a new
+    /// address all fit within `resolve_seconds` of the change, also on a loaded machine.
     fn next_lookup(&self, every: Duration) -> Duration {
         let s = self.lock();
         let wait = match (s.addrs.is_empty(), s.ttl) {
@@ -111,7 +111,7 @@ impl NameState {
             (false, Some(ttl)) if s.error.is_none() => every.min(ttl),
             _ => every,
         };
-        (wait * 4 / 5).max(MIN_INTERVAL)
+        (wait / 2).max(MIN_INTERVAL)
     }
 
     /// Records a lookup of the name for pool `pool`: a good answer replaces the addresses, a
@@ -352,29 +352,26 @@ mod tests {
     }
 
     #[test]
-    fn the_next_lookup_is_four_fifths_of_the_sooner_of_resolve_seconds_and_the_ttl() {
+    fn the_next_lookup_is_half_the_sooner_of_resolve_seconds_and_the_ttl() {
         let every = Duration::from_secs(30);
         let n = NameState::new("api.internal");
         assert_eq!(
             n.next_lookup(every),
-            RETRY_UNRESOLVED * 4 / 5,
+            RETRY_UNRESOLVED / 2,
             "nothing resolved yet"
         );
         n.record("p", answer(&["10.0.0.1"], 300));
-        assert_eq!(n.next_lookup(every), Duration::from_secs(24));
+        assert_eq!(n.next_lookup(every), Duration::from_secs(15));
         n.record("p", answer(&["10.0.0.1"], 10));
-        assert_eq!(n.next_lookup(every), Duration::from_secs(8));
+        assert_eq!(n.next_lookup(every), Duration::from_secs(5));
         n.record("p", answer(&["10.0.0.1"], 0));
         assert_eq!(n.next_lookup(every), MIN_INTERVAL);
         n.record("p", Err(DnsError::Timeout(2)));
         assert_eq!(
             n.next_lookup(every),
-            Duration::from_secs(24),
+            Duration::from_secs(15),
             "a failing name with addresses"
         );
-        assert_eq!(
-            n.next_lookup(Duration::from_secs(1)),
-            Duration::from_millis(800)
-        );
+        assert_eq!(n.next_lookup(Duration::from_secs(1)), MIN_INTERVAL);
     }
 }
