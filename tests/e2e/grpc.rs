@@ -492,7 +492,7 @@ fn max_streams_per_connection_bounds_the_calls_sharing_a_backend_connection() {
             let channel = channel_for(port, origin).await;
             let mut c = Client::new(channel.clone());
             c.unary(Msg::default(), None).await.unwrap();
-            // Six calls that overlap (each takes a second at the backend), started 50 ms
+            // Six calls that overlap (each takes a second at the backend), started 100 ms
             // apart: Pingora opens a new connection for a call that finds none with a free
             // stream, and a call arriving while another is taking a stream may miss one.
             let mut calls = Vec::new();
@@ -506,15 +506,16 @@ fn max_streams_per_connection_bounds_the_calls_sharing_a_backend_connection() {
                     };
                     c.unary(m, None).await.map(|r| r.seq)
                 }));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             for (i, call) in calls.into_iter().enumerate() {
                 assert_eq!(call.await.unwrap().unwrap(), i as u32);
             }
         }
     });
-    // At most two streams per connection: six overlapping calls need three connections (the
-    // warm-up's among them); the default (100) carries all of them on one.
-    assert_eq!(narrow.handshakes(), 3);
-    assert_eq!(wide.handshakes(), 1);
+    // At most two streams per connection: six overlapping calls need at least three
+    // connections (the warm-up's among them); the default (100) carries them on one (two if a
+    // call on a loaded machine missed the connection while another took a stream).
+    assert!(narrow.handshakes() >= 3, "{} connections", narrow.handshakes());
+    assert!(wide.handshakes() <= 2, "{} connections", wide.handshakes());
 }
