@@ -114,9 +114,11 @@ function serverRow(pool, s, now, bounds) {
   const h = history.get(key) || [];
   const f = figures(h, bounds);
   const warnings = (s.pin_warnings || []).map((w) => w.message).join("; ");
-  const reason = [s.reason, s.pin_refused, warnings].filter(Boolean).join(" — ");
+  const parts = [s.reason];
+  if (s.pin_refused && !(s.reason || "").includes(s.pin_refused)) parts.push(s.pin_refused);
+  const reason = parts.concat(warnings).filter(Boolean).join(" — ");
   return el("tr", { class: "server", "data-pool": pool.name, "data-server": s.server },
-    el("td", { class: "mono" }, s.server),
+    el("td", { class: "mono name" }, s.server),
     el("td", { class: "health " + (s.healthy ? "ok" : "bad") }, s.healthy ? "up" : "DOWN"),
     el("td", { class: "reason" }, reason),
     el("td", { class: "mono pin" }, s.presented_pin || "–"),
@@ -228,11 +230,11 @@ function render(doc) {
   const down = pools.reduce((a, p) => a + p.servers.length - p.healthy_servers, 0);
   const empty = pools.filter((p) => p.healthy_servers === 0).length;
   const summary = document.getElementById("summary");
-  summary.replaceChildren(
+  summary.replaceChildren(el("span", {},
     el("span", {}, pools.length + " pools, " + servers + " servers"), " ",
     el("span", { class: "badge " + (down ? "bad" : "ok") }, down ? down + " down" : "all up"), " ",
     empty ? el("span", { class: "badge bad" }, empty + " pool(s) without a healthy server") : null, " ",
-    doc.draining ? el("span", { class: "badge warn", id: "draining" }, "DRAINING") : null);
+    doc.draining ? el("span", { class: "badge warn", id: "draining" }, "DRAINING") : null));
   const c = doc.config || {};
   document.getElementById("config").textContent = "generation " + c.generation + ", loaded " + c.loaded_at +
     " from " + c.file + " (sha256 " + String(c.sha256 || "").slice(0, 12) + "…)";
