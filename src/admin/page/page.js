@@ -213,6 +213,7 @@ function matches(p, q) {
 }
 
 function render(doc) {
+  const started = performance.now();
   const now = Date.now();
   const bounds = doc.latency_buckets_seconds || [];
   const q = document.getElementById("filter").value.trim().toLowerCase();
@@ -238,7 +239,9 @@ function render(doc) {
   const c = doc.config || {};
   document.getElementById("config").textContent = "generation " + c.generation + ", loaded " + c.loaded_at +
     " from " + c.file + " (sha256 " + String(c.sha256 || "").slice(0, 12) + "…)";
-  document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
+  const updated = document.getElementById("updated");
+  updated.textContent = "updated " + new Date(now).toLocaleTimeString();
+  updated.dataset.renderMs = (performance.now() - started).toFixed(1);
 }
 
 async function poll() {
