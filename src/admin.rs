@@ -157,7 +157,14 @@ impl ServeHttp for Admin {
             ),
             "/status" => {
                 let doc = status::document(&gen, self.drain.is_draining(), unix_now());
-                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+                // The page asks for it without indentation: a third less to send and parse
+                // with thousands of servers.
+                let mut body = if req.uri.query() == Some("compact") {
+                    serde_json::to_vec(&doc)
+                } else {
+                    serde_json::to_vec_pretty(&doc)
+                }
+                .unwrap_or_default();
                 body.push(b'\n');
                 reply(StatusCode::OK, "application/json", body)
             }

@@ -247,7 +247,7 @@ function render(doc) {
 async function poll() {
   const err = document.getElementById("error");
   try {
-    const r = await fetch("/status", { cache: "no-store", credentials: "same-origin" });
+    const r = await fetch("/status?compact", { cache: "no-store", credentials: "same-origin" });
     if (!r.ok) throw new Error("/status answered " + r.status);
     const doc = await r.json();
     const now = Date.now();
