@@ -365,3 +365,69 @@ fn pinion_t_warns_about_an_exposed_admin_listener_without_a_token() {
     assert!(!check(&format!("0.0.0.0:{port}"), true).contains("warning"));
     assert!(!check(&format!("127.0.0.1:{port}"), false).contains("warning"));
 }
+
+#[test]
+fn the_page_renders_200_pools_of_20_servers_with_the_problem_pools_open() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let admin = free_port();
+    let mut pools = String::new();
+    for p in 0..200 {
+        // Pool 7 is probed; only its first server is the backend's address, so the others go
+        // out (and the one on a port nobody listens on).
+        let dead = if p == 7 {
+            format!(", 127.0.0.1:{}", free_port())
+        } else {
+            String::new()
+        };
+        let probe = if p == 7 {
+            "{interval_seconds: 1, unhealthy_threshold: 1}"
+        } else {
+            "false"
+        };
+        let servers: Vec<String> = (0..20 - usize::from(p == 7))
+            .map(|s| format!("127.0.{}.{}:{}", p % 250, s + 1, backend.port))
+            .map(|a| {
+                if p == 7 && a.starts_with("127.0.7.1:") {
+                    format!("127.0.0.1:{}", backend.port)
+                } else {
+                    a
+                }
+            })
+            .collect();
+        pools.push_str(&format!(
+            "  - name: pool-{p:03}\n    probe: {probe}\n    servers: [{}{dead}]\n",
+            servers.join(", ")
+        ));
+    }
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:{admin}\n{}pools:\n{pools}routes:\n  - name: all\n    pool: pool-000\n",
+        env.listeners()
+    );
+    let _gw = env.start(&yaml);
+    wait_for("pool-007 to lose a server", Duration::from_secs(20), || {
+        let s: serde_json::Value = serde_json::from_str(&admin_get(admin, "/status").body).ok()?;
+        let pool = &s["pools"][7];
+        (pool["healthy_servers"] == 1 && pool["servers"][0]["healthy"] == true).then_some(())
+    });
+    let browser = tempfile::tempdir().unwrap();
+    let dom = browse(
+        &browser.path().join("profile"),
+        &format!("http://127.0.0.1:{admin}/"),
+        &["--dump-dom"],
+    );
+    assert!(
+        dom.contains("200 pools, 4000 servers"),
+        "{}",
+        &dom[..2000.min(dom.len())]
+    );
+    assert_eq!(dom.matches("<details class=\"pool").count(), 200);
+    // Only the pool with a problem is open, so the page stays light: its 20 rows are drawn.
+    assert_eq!(dom.matches("<tr class=\"server\"").count(), 20);
+    assert!(
+        row(&dom, "pool-007").contains(">up<"),
+        "the backend's own address is up"
+    );
+    assert!(dom.contains(">DOWN<"));
+    assert!(dom.contains("19 down"));
+}
