@@ -6,8 +6,8 @@ CARGO ?= cargo
 # zlib-ng; the openssl command line is what the pin tests compare `pinion pin` against.
 NEEDED := cmake:cmake cc:gcc make:make perl:perl openssl:openssl
 # What `make test` needs besides: valgrind counts the heap allocations of a proxied request
-# (tests/e2e/allocations.rs).
-TEST_NEEDED := valgrind:valgrind
+# (tests/e2e/allocations.rs); headless Chromium renders the status page (tests/e2e/status_page.rs).
+TEST_NEEDED := valgrind:valgrind chromium:chromium
 
 .PHONY: run test deps build release bench clean example
 

@@ -4,6 +4,7 @@ pub mod pin;
 pub mod preflight;
 pub mod propose;
 pub mod reload;
+pub mod status;
 pub mod upgrade;
 
 use crate::server::{self, RunMode};
@@ -52,6 +53,8 @@ pub enum Command {
     /// Connect to every backend of the configuration and print what each presents and whether
     /// it would be accepted; exit 1 if any would be rejected.
     Preflight(PreflightArgs),
+    /// The running gateway's pools and servers as a table; exit 1 if a pool has no healthy server.
+    Status(status::StatusArgs),
     /// Tools for the audit log (`audit_log:`).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -96,6 +99,7 @@ pub fn run(cli: &Cli) -> ExitCode {
             Ok((_, config)) => preflight_run(&config, args),
             Err(code) => code,
         },
+        Some(Command::Status(args)) => status::run(cli.conf.as_deref(), args),
         Some(Command::Audit(AuditCommand::Verify { file })) => {
             match crate::audit::verify_file(file) {
                 Ok(lines) => {
@@ -192,7 +196,10 @@ fn gateway(cli: &Cli) -> ExitCode {
         }
     };
     if cli.test {
-        for line in unresolved(&config) {
+        for line in unresolved(&config)
+            .into_iter()
+            .chain(crate::admin::exposed(&config))
+        {
             eprintln!("{}: warning: {line}", file.display());
         }
         println!("{}: configuration ok", file.display());

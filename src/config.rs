@@ -52,6 +52,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// The admin listener's address, when configured.
     pub admin: Option<SocketAddr>,
+    /// The bearer token every admin request must carry (`admin.token`), when set.
+    pub admin_token: Option<crate::admin::AdminToken>,
     /// The access log, when configured.
     pub access_log: Option<AccessLogConfig>,
     /// The audit log of trust changes and refused keys, when configured.

@@ -255,6 +255,11 @@ fn instructions(file: &Path, args: &DemoArgs, good_pin: &str, bad_pin: &str) -> 
         s,
         "      routed as /hello; the spoofed X-Forwarded-For never reaches the backend"
     );
+    let _ = writeln!(s, "  open http://127.0.0.1:{admin}/ in a browser");
+    let _ = writeln!(
+        s,
+        "      the status page: pools, servers, reasons, pins, expiry, traffic"
+    );
     let _ = writeln!(s, "  curl http://127.0.0.1:{admin}/status");
     let _ = writeln!(
         s,

@@ -49,6 +49,8 @@ pub struct Generation {
     /// The audit log file, when configured.
     pub audit_log: Option<PathBuf>,
     admin: Option<SocketAddr>,
+    /// The bearer token admin requests must carry (`admin.token`), when set.
+    pub admin_token: Option<crate::admin::AdminToken>,
 }
 
 impl std::fmt::Debug for Generation {
@@ -274,6 +276,7 @@ fn build(
         access_log_config: config.access_log.clone(),
         audit_log: config.audit_log.clone(),
         admin: config.admin,
+        admin_token: config.admin_token.clone(),
     };
     Ok(Prepared {
         next,

@@ -51,6 +51,11 @@ impl TlsFailure {
     }
 }
 
+/// Upper bounds, in seconds, of the buckets of [`ServerCounters::snapshot`].
+pub fn latency_bounds() -> &'static [f64] {
+    &BUCKETS
+}
+
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -67,6 +72,12 @@ pub struct ServerCounters {
     tls_failures: [AtomicU64; TlsFailure::ALL.len()],
     /// Pin mismatches let through by `pin_mode: report`.
     reported: AtomicU64,
+    /// Requests answered through this server, and those of them that ended in a 5xx or no
+    /// response: what the status page turns into requests/s and error rate.
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Upstream latency of this server's responses, bucketed as `BUCKETS` (not cumulative).
+    latency: [AtomicU64; BUCKETS.len() + 1],
 }
 
 impl ServerCounters {
@@ -79,6 +90,39 @@ impl ServerCounters {
     /// Counts a pin mismatch that `pin_mode: report` let through (not a refusal).
     pub fn pin_reported(&self) {
         self.reported.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that ended on this server with `status` (0: no response).
+    pub fn request(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status == 0 || status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the time from choosing this server to its response headers.
+    pub fn latency(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        if let Some(c) = self.latency.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests, errors, and the latency histogram (per bucket of [`latency_bounds`], the last
+    /// one above the largest bound), all since the server joined.
+    pub fn snapshot(&self) -> (u64, u64, Vec<u64>) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.latency
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        )
     }
 
     /// Counts a backend refused by a trust check.

@@ -13,7 +13,7 @@ mod retry;
 mod trust;
 
 pub use context::Ctx;
-use context::{pool_index, InFlight, Next};
+use context::{InFlight, Next};
 use error::status_for;
 pub use error::ProxyError;
 use refuse::page;
@@ -305,17 +305,13 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.answered = true;
-        if let Some(t) = ctx.upstream_start {
-            ctx.gen
-                .metrics
-                .upstream_latency(pool_index(ctx), t.elapsed());
-        }
+        context::record_latency(ctx);
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        ctx.gen.metrics.request(ctx.listener, ctx.route, status);
+        context::count_request(ctx, status);
         if grpc::is_call(session.req_header()) {
             // pinion's own trailers-only answers carry the status in the header block.
             let written = session

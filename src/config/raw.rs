@@ -52,6 +52,7 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: String,
+    pub token: Option<String>,
 }
 
 /// `access_log:` settings.

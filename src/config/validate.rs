@@ -1,5 +1,6 @@
 //! Raw document to typed `Config`: every rule, every problem collected with its key path.
 
+mod admin;
 mod client_auth;
 mod limits;
 mod listener;
@@ -82,16 +83,7 @@ pub(super) fn validate(
         files: Vec::new(),
     };
     let root = KeyPath::default();
-    let admin = raw.admin.as_ref().and_then(|a| {
-        let parsed = a.bind.trim().parse::<SocketAddr>().ok();
-        if parsed.is_none() {
-            v.err(
-                root.key("admin").key("bind"),
-                Problem::BadBind(a.bind.clone()),
-            );
-        }
-        parsed
-    });
+    let (admin, admin_token) = v.admin(raw.admin.as_ref(), &root.key("admin"));
     let access_log = raw
         .access_log
         .as_ref()
@@ -138,6 +130,7 @@ pub(super) fn validate(
         listeners,
         pools,
         admin,
+        admin_token,
         access_log,
         audit_log,
         answers,

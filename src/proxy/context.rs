@@ -123,6 +123,25 @@ impl Ctx {
     }
 }
 
+/// Records a response's upstream latency for its pool and its server.
+pub(super) fn record_latency(ctx: &Ctx) {
+    if let Some(t) = ctx.upstream_start {
+        let elapsed = t.elapsed();
+        ctx.gen.metrics.upstream_latency(pool_index(ctx), elapsed);
+        if let Some(s) = ctx.chosen() {
+            s.counters.latency(elapsed);
+        }
+    }
+}
+
+/// Counts a finished request for its listener and route, and for the server that answered it.
+pub(super) fn count_request(ctx: &Ctx, status: u16) {
+    ctx.gen.metrics.request(ctx.listener, ctx.route, status);
+    if let Some(s) = ctx.chosen() {
+        s.counters.request(status);
+    }
+}
+
 /// The request's pool (0 before routing; only read once a pool is set).
 pub(super) fn pool_index(ctx: &Ctx) -> usize {
     ctx.pool.unwrap_or_default()

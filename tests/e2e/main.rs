@@ -33,3 +33,4 @@ mod readme;
 mod reload;
 mod routing;
 mod soak;
+mod status_page;
