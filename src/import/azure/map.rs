@@ -1192,7 +1192,7 @@ impl Ctx<'_> {
         }
         let has_ca = !bundle.is_empty();
         if has_ca {
-            let settings = clean(&element.rsplit('/').next().unwrap_or("pool").to_owned());
+            let settings = clean(element.rsplit('/').next().unwrap_or("pool"));
             let path = self.file(&format!("{settings}-ca.pem"), bundle, false);
             tls.insert("ca".into(), s(&path));
             for r in roots {
