@@ -38,6 +38,8 @@ pub fn import(source: &Value, options: &Options) -> Result<Imported, ImportError
     let (gateway, mut scope, path, others) = locate(source, options)?;
     // Only what the gateway's behaviour depends on: its location, tags and deployment order
     // mean nothing to pinion and would only fill the report with their expressions.
+    // (`az … show` prints the properties flattened beside the name: all of it is relevant.)
+    let flattened = get(gateway, "properties").is_none();
     let mut relevant = serde_json::Map::new();
     for key in ["name", "type", "properties"] {
         if let Some((k, v)) = gateway
@@ -47,7 +49,11 @@ pub fn import(source: &Value, options: &Options) -> Result<Imported, ImportError
             relevant.insert(k.clone(), scope.resolve(v, &format!("{path}.{k}")));
         }
     }
-    let resolved = Value::Object(relevant);
+    let resolved = if flattened {
+        scope.resolve(gateway, &path)
+    } else {
+        Value::Object(relevant)
+    };
     let mut imported = map::map(&resolved, &options.certs_dir);
     let report = &mut imported.report;
     for (i, name) in others.iter().enumerate() {
@@ -108,3 +114,7 @@ fn locate<'a>(
     }
     Err(ImportError::NoGateway)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
