@@ -369,3 +369,38 @@ fn authentication_certificates_become_pins_that_refuse_an_impostor() {
         "the impostor received a request"
     );
 }
+
+#[test]
+fn redirect_template_converts() {
+    let front = Identity::self_signed(&["www.contoso.test"]);
+    let (i, _dir) = converts(
+        "application-gateway-redirect-basic",
+        Some(params(json!({
+            "virtualNetworkName": "vnet",
+            "backendIpAddress1": "127.0.0.1",
+            "backendIpAddress2": "127.0.0.2",
+            "certData": pfx(&front, "pw"),
+            "certPassword": "pw"
+        }))),
+    );
+    let doc: serde_yaml::Value = serde_yaml::from_str(&i.yaml).unwrap();
+    let listeners = doc["listeners"].as_sequence().unwrap();
+    // Port 80 to the HTTPS listener (no host name): the whole listener redirects.
+    assert_eq!(listeners[0]["bind"], "0.0.0.0:80");
+    assert_eq!(
+        listeners[0]["redirect_to_https"],
+        "appGatewayHttpsListener1"
+    );
+    let routes = doc["routes"].as_sequence().unwrap();
+    let away = routes.iter().find(|r| r["name"] == "rule3").unwrap();
+    assert_eq!(away["redirect"]["to"], "http://www.bing.com");
+    assert_eq!(away["redirect"]["status"], 307);
+    assert_eq!(away["redirect"]["keep_path"], true);
+    assert_eq!(away["listeners"][0], "appGatewayHttpListener2");
+    let served = routes.iter().find(|r| r["name"] == "rule2").unwrap();
+    assert_eq!(served["pool"], "appGatewayBackendPool1");
+    assert!(line(&i.report, "redirectConfigurations/redirectConfig1").contains("308 (was 301)"));
+    assert!(
+        line(&i.report, "backendAddressPools/appGatewayBackendPool2").contains("no rule uses it")
+    );
+}

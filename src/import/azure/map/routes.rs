@@ -367,8 +367,9 @@ impl Ctx<'_> {
             "temporary" => 307,
             _ => 301,
         };
-        let include_path = flag(&r, "includePath").unwrap_or(false);
-        let include_query = flag(&r, "includeQueryString").unwrap_or(false);
+        // Both default to true in the gateway's API.
+        let include_path = flag(&r, "includePath").unwrap_or(true);
+        let include_query = flag(&r, "includeQueryString").unwrap_or(true);
         let mut out = Mapping::new();
         if let Some(url) = text(&r, "targetUrl") {
             out.insert("to".into(), s(url));
@@ -391,8 +392,12 @@ impl Ctx<'_> {
                 self.report.differs(
                     element,
                     format!("listeners/{}.redirect_to_https", from.pinion),
-                    "the target listener has no single host name: the whole listener \
-                     redirects to the client's host with 308, keeping path and query",
+                    format!(
+                        "the target listener has no single host name: the whole listener \
+                         redirects to the client's host with 308 (was {status}), keeping path \
+                         and query (includePath {include_path}, includeQueryString \
+                         {include_query})"
+                    ),
                 );
                 return Redirect::Listener(t.pinion, status);
             } else {
