@@ -356,7 +356,7 @@ fn authentication_certificates_become_pins_that_refuse_an_impostor() {
         String::from_utf8_lossy(&imported.out.stderr)
     );
     assert!(imported.yaml.contains(&good.pin()), "{}", imported.yaml);
-    assert!(line(&imported.report, "authenticationCertificates/backendcert").contains(&good.pin()));
+    assert!(line(&imported.report, "authenticationCertificates/BackendCert").contains(&good.pin()));
     // The test listens on loopback only.
     let yaml = imported.yaml.replace("0.0.0.0:", "127.0.0.1:");
     let gw = env.start(&yaml);

@@ -212,3 +212,58 @@ fn no_gateway_is_an_error() {
     );
     assert!(r.is_err());
 }
+
+#[test]
+fn trusted_roots_become_a_ca_file_and_authentication_certificates_pins() {
+    use base64::Engine as _;
+    let root = crate::demo::certs::Ca::new("Backend Root").unwrap_or_else(|e| panic!("{e}"));
+    let leaf = crate::demo::certs::Identity::self_signed(&["api.internal"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b64 = |c: &openssl::x509::X509| {
+        base64::engine::general_purpose::STANDARD.encode(c.to_der().unwrap_or_default())
+    };
+    let g = gateway(json!({
+        "trustedRootCertificates": [{"name": "Root", "properties": {"data": b64(&root.identity.cert)}}],
+        "authenticationCertificates": [{"name": "Leaf", "properties": {"data": b64(&leaf.cert)}}],
+        "backendHttpSettingsCollection": [
+            {"name": "v2", "properties": {"port": 443, "protocol": "Https", "hostName": "api.internal",
+                "trustedRootCertificates": [id("trustedRootCertificates", "root")]}},
+            {"name": "v1", "properties": {"port": 8443, "protocol": "Https",
+                "authenticationCertificates": [id("authenticationCertificates", "leaf")]}}
+        ],
+        "requestRoutingRules": [
+            {"name": "a", "properties": {"ruleType": "Basic", "httpListener": id("httpListeners", "site"),
+                "backendAddressPool": id("backendAddressPools", "web"),
+                "backendHttpSettings": id("backendHttpSettingsCollection", "v2")}},
+            {"name": "b", "properties": {"ruleType": "Basic", "httpListener": id("httpListeners", "catchall"),
+                "backendAddressPool": id("backendAddressPools", "web"),
+                "backendHttpSettings": id("backendHttpSettingsCollection", "v1")}}
+        ]
+    }));
+    let imported = run(g, None);
+    let doc: serde_yaml::Value = serde_yaml::from_str(&imported.yaml).unwrap_or_default();
+    // One address pool with two HTTP settings: two pinion pools.
+    let v2 = &doc["pools"][0];
+    assert_eq!(v2["name"], "Web--v2", "{}", imported.yaml);
+    assert_eq!(v2["tls"]["ca"], "certs/v2-ca.pem");
+    assert_eq!(v2["tls"]["sni"], "api.internal");
+    assert_eq!(v2["host_header"], "api.internal");
+    let ca = imported.files.iter().find(|f| f.name == "v2-ca.pem");
+    let ca = ca.map(|f| openssl::x509::X509::from_pem(&f.bytes));
+    assert!(matches!(ca, Some(Ok(c)) if c.to_der().ok() == root.identity.cert.to_der().ok()));
+    let v1 = &doc["pools"][1];
+    assert_eq!(v1["name"], "Web--v1");
+    assert_eq!(v1["servers"][0], "127.0.0.1:8443");
+    let pin = crate::tls::Pin::of_cert(&leaf.cert)
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    assert_eq!(v1["tls"]["pins"][0]["sha256"], pin.as_str());
+    // References spelled in another case still count as uses, under the declared names.
+    let report = imported.report.markdown("t");
+    assert!(!report.contains("no rule uses it"), "{report}");
+    assert!(report.contains("| `authenticationCertificates/Leaf` | mapped with a difference"));
+    assert!(
+        report.contains("| `trustedRootCertificates/Root` | mapped |"),
+        "{report}"
+    );
+}

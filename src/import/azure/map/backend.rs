@@ -1,7 +1,9 @@
 //! (Address pool, HTTP settings) pairs to pinion pools: servers, end-to-end TLS (pins from
 //! authentication certificates, CA files from trusted roots), affinity, timeouts and probes.
 
-use super::{certs, clean, flag, get, num, number, prop, reference, s, text, Ctx, PoolOut};
+use super::{
+    certs, clean, flag, get, name_of, num, number, prop, reference, s, text, Ctx, PoolOut,
+};
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Y};
 
@@ -24,6 +26,9 @@ impl Ctx<'_> {
             self.report.not_mapped(set_element, "not found");
             return None;
         };
+        // Report lines name elements as they declare themselves (references may differ in case).
+        let pool_element = format!("backendAddressPools/{}", name_of(&addresses));
+        let set_element = format!("backendHttpSettingsCollection/{}", name_of(&hs));
         let https = text(&hs, "protocol").is_some_and(|p| p.eq_ignore_ascii_case("https"));
         let port = number(&hs, "port").unwrap_or(if https { 443 } else { 80 });
         let mut servers = Vec::new();
@@ -52,10 +57,12 @@ impl Ctx<'_> {
             );
             return None;
         }
+        // Named as the elements declare themselves, not as a reference happens to spell them.
+        let (pool_name, settings_name) = (name_of(&addresses), name_of(&hs));
         let name = if shared {
-            self.unique("pool", &format!("{pool}--{settings}"))
+            self.unique("pool", &format!("{pool_name}--{settings_name}"))
         } else {
-            self.unique("pool", pool)
+            self.unique("pool", &pool_name)
         };
         let mut m = Mapping::new();
         m.insert("name".into(), s(&name));
@@ -158,9 +165,11 @@ impl Ctx<'_> {
         };
         for cert in refs("authenticationCertificates") {
             let cert_element = format!("authenticationCertificates/{cert}");
-            let data = self
-                .find("authenticationCertificates", &cert)
-                .and_then(|c| text(&c, "data").map(str::to_owned));
+            let found = self.find("authenticationCertificates", &cert);
+            let cert_element = found.as_ref().map_or(cert_element, |c| {
+                format!("authenticationCertificates/{}", name_of(c))
+            });
+            let data = found.and_then(|c| text(&c, "data").map(str::to_owned));
             match data.map(|d| certs::pins(&d)) {
                 Some(Ok(found)) => {
                     for (pin, description) in found {
@@ -189,6 +198,9 @@ impl Ctx<'_> {
         for cert in refs("trustedRootCertificates") {
             let cert_element = format!("trustedRootCertificates/{cert}");
             let found = self.find("trustedRootCertificates", &cert);
+            let cert_element = found.as_ref().map_or(cert_element, |c| {
+                format!("trustedRootCertificates/{}", name_of(c))
+            });
             let data = found
                 .as_ref()
                 .and_then(|c| text(c, "data").map(str::to_owned));
@@ -256,6 +268,7 @@ impl Ctx<'_> {
                 .not_mapped(element, "not found; pinion's default probe applies");
             return None;
         };
+        let element = format!("probes/{}", name_of(&p));
         let mut m = Mapping::new();
         let mut differences = Vec::new();
         if let Some(path) = text(&p, "path") {
