@@ -267,3 +267,21 @@ fn trusted_roots_become_a_ca_file_and_authentication_certificates_pins() {
         "{report}"
     );
 }
+
+#[test]
+fn a_verifying_pool_by_address_without_a_name_is_reported() {
+    let g = gateway(json!({
+        "backendHttpSettingsCollection": [{"name": "tls", "properties": {"port": 443, "protocol": "Https"}}],
+        "requestRoutingRules": [{"name": "a", "properties": {"ruleType": "Basic",
+            "httpListener": id("httpListeners", "site"),
+            "backendAddressPool": id("backendAddressPools", "web"),
+            "backendHttpSettings": id("backendHttpSettingsCollection", "tls")}}]
+    }));
+    let imported = run(g, None);
+    let report = imported.report.markdown("t");
+    assert!(
+        report.contains("| `backendHttpSettingsCollection/tls.hostName` | **not mapped**"),
+        "{report}"
+    );
+    assert!(report.contains("system trust store"), "{report}");
+}

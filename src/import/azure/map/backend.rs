@@ -70,6 +70,31 @@ impl Ctx<'_> {
         let host_name = text(&hs, "hostName").map(str::to_owned);
         if https {
             let tls = self.upstream_tls(&hs, &set_element, host_name.as_deref());
+            // A chain-verifying pool needs a name for servers written as addresses: the
+            // gateway would verify against the host name, which these settings do not give.
+            let verifies = !tls.contains_key("pins");
+            let by_address = m
+                .get("servers")
+                .and_then(Y::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(Y::as_str)
+                .any(|a| {
+                    a.starts_with('[')
+                        || a.split(':')
+                            .next()
+                            .is_some_and(|h| h.parse::<std::net::Ipv4Addr>().is_ok())
+                });
+            if verifies && by_address && !tls.contains_key("sni") {
+                self.report.not_mapped(
+                    format!("{set_element}.hostName"),
+                    format!(
+                        "pool {name} verifies its servers' certificates but reaches some by IP \
+                         address and the settings give no host name: set `tls.sni` to the name \
+                         in the backend certificates (pinion -t refuses the pool until then)"
+                    ),
+                );
+            }
             m.insert("tls".into(), Y::Mapping(tls));
         }
         if let Some(h) = &host_name {
