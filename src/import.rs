@@ -127,4 +127,7 @@ pub struct Imported {
     pub files: Vec<OutFile>,
     /// What became of every element.
     pub report: Report,
+    /// Whether the configuration serves anything: `false` when the source had routing rules
+    /// and none could be mapped (it would answer 404 to every request).
+    pub routes_anything: bool,
 }

@@ -98,6 +98,14 @@ fn azure_import(args: &AzureArgs) -> Result<ExitCode, (u8, String)> {
     // The result is checked by pinion's own loader, without DNS: names may only resolve where
     // the gateway will run.
     match crate::config::load_with(out, crate::config::Resolve::Offline) {
+        Ok(_) if !imported.routes_anything => {
+            eprintln!(
+                "{}: written, but no routing rule could be mapped (it would answer 404 to \
+                 everything); see the report",
+                out.display()
+            );
+            Ok(ExitCode::from(1))
+        }
         Ok(_) => {
             eprintln!("{}: written; configuration ok", out.display());
             Ok(ExitCode::SUCCESS)

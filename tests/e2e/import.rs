@@ -404,3 +404,24 @@ fn redirect_template_converts() {
         line(&i.report, "backendAddressPools/appGatewayBackendPool2").contains("no rule uses it")
     );
 }
+
+#[test]
+fn a_template_whose_rules_cannot_be_mapped_exits_1_naming_what_is_missing() {
+    // No --parameters: the backend addresses and paths have no default.
+    let dir = tempfile::tempdir().unwrap();
+    let i = import(
+        dir.path(),
+        &fixture("application-gateway-url-path-based-routing"),
+        None,
+    );
+    assert_eq!(
+        i.out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&i.out.stderr)
+    );
+    assert!(i
+        .report
+        .contains("parameter `backendIpAddressDefault` has no default value"));
+    assert!(line(&i.report, "requestRoutingRules").contains("404"));
+}

@@ -103,6 +103,10 @@ pub fn map(gateway: &Value, certs_dir: &str) -> Imported {
         &mut routes_out,
     );
     cx.report_unused("backendAddressPools", &pools_out);
+    let routes_count = routes_out.len();
+    let redirects_listener = listeners
+        .iter()
+        .any(|(_, l)| l.get("redirect_to_https").is_some());
     let mut root = Mapping::new();
     root.insert(
         "listeners".into(),
@@ -122,10 +126,20 @@ pub fn map(gateway: &Value, certs_dir: &str) -> Imported {
          # Read the migration report before use; check with `pinion -t -c FILE`.\n{body}",
         serde_yaml::to_string(name).unwrap_or_default().trim_end()
     );
+    let had_rules = !cx.list("requestRoutingRules").is_empty();
+    let routes_anything = !had_rules || routes_count > 0 || redirects_listener;
+    if !routes_anything {
+        cx.report.not_mapped(
+            "requestRoutingRules",
+            "no rule could be mapped (see the lines above): the configuration would answer 404 \
+             to every request",
+        );
+    }
     Imported {
         yaml,
         files: cx.files,
         report: cx.report,
+        routes_anything,
     }
 }
 
