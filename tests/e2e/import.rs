@@ -218,12 +218,19 @@ fn probe_template_converts_every_probe_field() {
 
 #[test]
 fn v2_autoscale_converts_and_reports_autoscale() {
-    // The template's own defaults are private addresses: they are taken as they are (the
-    // check does not connect), and the array parameter is read.
-    let (i, _dir) = converts("application-gateway-v2-autoscale-create", None);
+    // The address list is an array parameter (its default names private addresses; tests use
+    // loopback only, so it is given).
+    let (i, _dir) = converts(
+        "application-gateway-v2-autoscale-create",
+        Some(params(json!({
+            "backendIPAddresses": [{"IpAddress": "127.0.0.4"}, {"IpAddress": "127.0.0.5"}],
+            "backendPort": 8080
+        }))),
+    );
     let doc: serde_yaml::Value = serde_yaml::from_str(&i.yaml).unwrap();
-    assert_eq!(doc["pools"][0]["servers"][0], "10.0.0.4:80");
-    assert_eq!(doc["pools"][0]["servers"][1], "10.0.0.5:80");
+    assert_eq!(doc["pools"][0]["servers"][0], "127.0.0.4:8080");
+    assert_eq!(doc["pools"][0]["servers"][1], "127.0.0.5:8080");
+    assert_eq!(doc["listeners"][0]["bind"], "0.0.0.0:80");
     assert!(line(&i.report, "autoscaleConfiguration").contains("not mapped"));
 }
 
