@@ -1,5 +1,6 @@
 //! The command line (SPEC "Command line"); exit codes 0 ok, 1 invalid or failed, 2 usage.
 
+pub mod import;
 pub mod pin;
 pub mod preflight;
 pub mod propose;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Tools for the audit log (`audit_log:`).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Turn another gateway's definition into a pinion configuration and a migration report.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 /// `pinion preflight` options.
@@ -112,6 +116,7 @@ pub fn run(cli: &Cli) -> ExitCode {
                 }
             }
         }
+        Some(Command::Import(command)) => import::run(command),
         None => gateway(cli),
     }
 }

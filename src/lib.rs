@@ -17,6 +17,7 @@ pub mod demo;
 pub mod dns;
 pub mod gateway;
 pub mod grpc;
+pub mod import;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -516,6 +516,10 @@ fn max_streams_per_connection_bounds_the_calls_sharing_a_backend_connection() {
     // At most two streams per connection: six overlapping calls need at least three
     // connections (the warm-up's among them); the default (100) carries them on one (two if a
     // call on a loaded machine missed the connection while another took a stream).
-    assert!(narrow.handshakes() >= 3, "{} connections", narrow.handshakes());
+    assert!(
+        narrow.handshakes() >= 3,
+        "{} connections",
+        narrow.handshakes()
+    );
     assert!(wide.handshakes() <= 2, "{} connections", wide.handshakes());
 }

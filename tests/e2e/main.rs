@@ -23,6 +23,7 @@ mod fuzz;
 mod grpc;
 mod headers;
 mod hostile;
+mod import;
 mod limits;
 mod operations;
 mod pin_chain;
