@@ -207,8 +207,27 @@ fn addresses(config: &Config) -> Vec<std::net::SocketAddr> {
 /// the listener (and a daemon's parent would already have exited 0).
 fn check_binds(config: &Config) -> Result<(), StartError> {
     for addr in addresses(config) {
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        bind_only(addr).map_err(|source| StartError::Bind { addr, source })?;
     }
+    Ok(())
+}
+
+/// Binds a socket to `addr` without listening, then closes it: fails as the real bind would
+/// when the address is taken, but never accepts a connection (a client that connected to a
+/// listening check socket would be reset when it closes).
+fn bind_only(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag};
+    use nix::sys::socket::{SockType, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // As the listener itself does: a port whose old connections linger in TIME_WAIT is free.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     Ok(())
 }
 

@@ -143,11 +143,13 @@ fn a_refused_key_is_unavailable_and_its_http2_connection_is_never_reused() {
         "bytes reached the impostor after its handshake"
     );
     assert_eq!(impostor.calls(), 0);
-    // Each call made its own handshake: the refused connection was neither pooled nor reused.
+    // Each call made its own connection: the refused one was neither pooled nor reused.
+    // (Counted as TCP connections: the server may not see its side of a handshake complete
+    // when the gateway drops the connection right after its own side did.)
     assert!(
-        impostor.handshakes() >= 3,
-        "{} handshakes",
-        impostor.handshakes()
+        impostor.accepted() >= 3,
+        "{} connections",
+        impostor.accepted()
     );
     let line = gw.log_line(&["pool grpc", "not whitelisted"]);
     assert!(line.contains(&impostor_key.pin()), "{line}");

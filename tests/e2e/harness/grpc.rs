@@ -103,6 +103,11 @@ impl GrpcBackend {
         }
     }
 
+    /// TCP connections accepted.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
     /// TLS handshakes completed.
     pub fn handshakes(&self) -> usize {
         self.state.handshakes.load(Ordering::SeqCst)
