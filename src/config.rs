@@ -17,6 +17,7 @@ use validate::Unparsed;
 
 pub use backend::{Endpoint, Resolution, ResolveOnStart, ServerConfig, ServerEntry};
 pub use error::{ConfigError, Diagnostic, Problem};
+pub(crate) use validate::RESERVED_HEADERS;
 
 use crate::listener::Cidr;
 use crate::routing::RouteTable;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 /// Headers a route may not rewrite: framing and hop-by-hop headers the proxy manages, and Host
 /// (set it with the pool's `host_header`).
-const RESERVED_HEADERS: [&str; 9] = [
+pub(crate) const RESERVED_HEADERS: [&str; 9] = [
     "host",
     "connection",
     "upgrade",

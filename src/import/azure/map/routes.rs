@@ -303,17 +303,7 @@ impl Ctx<'_> {
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_owned();
-                    let forbidden = [
-                        "host",
-                        "connection",
-                        "upgrade",
-                        "transfer-encoding",
-                        "content-length",
-                        "te",
-                        "trailer",
-                        "keep-alive",
-                        "proxy-connection",
-                    ];
+                    let forbidden = crate::config::RESERVED_HEADERS;
                     let header_element = format!("{rule_element}.{key}/{name}");
                     if name.is_empty() || forbidden.contains(&name.to_ascii_lowercase().as_str()) {
                         self.report.not_mapped(header_element, "pinion routes may not rewrite Host or framing headers (use the pool's host_header for Host)");
