@@ -439,7 +439,10 @@ fn probes_judge_chain_pins_as_requests_do() {
         || {
             let s = status(admin);
             let servers = pool_status(&s, "api")["servers"].as_array()?.clone();
-            (servers[0]["healthy"] == true && servers[1]["healthy"] == false).then_some(servers)
+            // Servers start healthy: wait for the good one's first probe to have judged it too.
+            let judged = !servers[0]["pin_match"].is_null();
+            (judged && servers[0]["healthy"] == true && servers[1]["healthy"] == false)
+                .then_some(servers)
         },
     );
     assert_eq!(servers[0]["pin_match"]["depth"], 1, "{}", servers[0]);
