@@ -56,7 +56,7 @@ pub fn check(config: &Config, diagnose: bool) -> std::io::Result<Vec<Row>> {
                     Ok(Err(reason)) => (None, Some(reason)),
                     Err(_) => (None, Some("timed out".to_owned())),
                 };
-                let seen = seen.or_else(|| server.health.report().seen);
+                let seen = seen.or_else(|| server.health.seen());
                 let keys = match diagnose && pool.tls.is_some() {
                     true => crate::pool::diagnose(server, &connector)
                         .await

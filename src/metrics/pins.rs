@@ -62,12 +62,11 @@ pub(super) fn render(out: &mut String, pools: &[Pool], now: i64) {
         if tls.pin_mode != crate::config::PinMode::Report {
             continue;
         }
-        let (keys, _) = pool.unlisted.report();
         let _ = writeln!(
             out,
             "pinion_pin_unlisted_keys{{pool=\"{}\"}} {}",
             esc(&pool.name),
-            keys.len()
+            pool.unlisted.len()
         );
     }
 }

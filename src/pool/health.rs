@@ -87,6 +87,11 @@ impl Health {
         self.lock().seen = Some(cert.clone());
     }
 
+    /// The last certificate it presented, if any.
+    pub fn seen(&self) -> Option<PresentedCert> {
+        self.lock().seen.clone()
+    }
+
     /// Records a probe result; returns the transition it caused, if any.
     pub fn record(
         &self,

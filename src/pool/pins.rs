@@ -79,6 +79,20 @@ impl Unlisted {
         }
     }
 
+    /// How many distinct keys are listed.
+    pub fn len(&self) -> usize {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_pin
+            .len()
+    }
+
+    /// Whether no key was seen.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every key seen, most recent first, and how many sightings did not fit.
     pub fn report(&self) -> (Vec<UnlistedKey>, u64) {
         let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -103,7 +117,7 @@ pub struct ServerPins {
 /// that has presented nothing yet.
 pub fn server_pins(pool: &Pool, server: &Server, now: i64) -> Option<ServerPins> {
     let tls = pool.tls.as_deref().filter(|t| !t.pins.is_empty())?;
-    let seen = server.health.report().seen?;
+    let seen = server.health.seen()?;
     let judged = upstream::judge(tls, &seen);
     let warn_secs = i64::from(tls.warn_days) * 86_400;
     Some(ServerPins {
