@@ -14,7 +14,7 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Whether this instance is draining (a shutdown or upgrade hand-over has begun), and since when.
 #[derive(Debug, Default)]
@@ -51,12 +51,6 @@ impl Admin {
     pub fn new(gw: Arc<Gateway>, drain: Arc<Drain>) -> Admin {
         Admin { gw, drain }
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -141,7 +135,9 @@ impl ServeHttp for Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 {
                     let config = self.gw.config_metrics();
-                    let mut text = gen.metrics.render(&gen.pools, unix_now(), &config);
+                    let mut text =
+                        gen.metrics
+                            .render(&gen.pools, crate::upstream::unix_now(), &config);
                     crate::limits::render_rate_limits(
                         &mut text,
                         gen.listeners
@@ -156,7 +152,8 @@ impl ServeHttp for Admin {
                 },
             ),
             "/status" => {
-                let doc = status::document(&gen, self.drain.is_draining(), unix_now());
+                let doc =
+                    status::document(&gen, self.drain.is_draining(), crate::upstream::unix_now());
                 // The page asks for it without indentation: a third less to send and parse
                 // with thousands of servers.
                 let mut body = if req.uri.query() == Some("compact") {

@@ -6,7 +6,6 @@
 //! the new process of a hand-over can both append without forking the chain.
 
 use nix::fcntl::{Flock, FlockArg};
-use openssl::hash::{hash, MessageDigest};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -53,18 +52,6 @@ pub enum ChainError {
     },
 }
 
-/// Hex SHA-256 of a line (without its newline).
-pub fn line_hash(line: &[u8]) -> String {
-    let digest = hash(MessageDigest::sha256(), line)
-        .map(|d| d.to_vec())
-        .unwrap_or_default();
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
 /// Appends the record that `make` builds from the previous line's hash and the next sequence
 /// number, as one line, under an exclusive lock.
 pub fn append(path: &Path, make: impl FnOnce(&str, u64) -> String) -> Result<(), ChainError> {
@@ -76,7 +63,7 @@ pub fn append(path: &Path, make: impl FnOnce(&str, u64) -> String) -> Result<(),
     let mut file = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from_raw_os_error(e as i32))?;
     let (prev, seq) = match last_line(&mut file)? {
-        Some(line) => (line_hash(&line), next_seq(&line)),
+        Some(line) => (crate::config::sha256_hex(&line), next_seq(&line)),
         None => (GENESIS.to_owned(), 1),
     };
     let mut line = make(&prev, seq);
@@ -168,7 +155,7 @@ pub fn verify(bytes: &[u8]) -> Result<usize, ChainError> {
                 },
             });
         }
-        expected = line_hash(line);
+        expected = crate::config::sha256_hex(line);
         count = n;
     }
     Ok(count)

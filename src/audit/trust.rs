@@ -82,10 +82,7 @@ fn pool_trust(tls: Option<&UpstreamTls>) -> PoolTrust {
         .iter()
         .flat_map(|c| c.iter())
         .map(|c| CaRecord {
-            sha256: c
-                .digest(openssl::hash::MessageDigest::sha256())
-                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-                .unwrap_or_default(),
+            sha256: crate::config::sha256_hex(&c.to_der().unwrap_or_default()),
             subject: crate::tls::chain::dn(c.subject_name()),
         })
         .collect();

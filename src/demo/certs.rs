@@ -48,10 +48,26 @@ pub struct Ca {
 impl Identity {
     /// A self-signed leaf for `names` (DNS names or IP addresses; the first is also the CN).
     pub fn self_signed(names: &[&str]) -> Result<Identity, CertError> {
+        Identity::self_signed_between(
+            names,
+            Asn1Time::days_from_now(0)?,
+            Asn1Time::days_from_now(30)?,
+        )
+    }
+
+    /// A self-signed leaf for `names` valid from `not_before` to `not_after` (for tests of
+    /// expired and expiring certificates).
+    pub fn self_signed_between(
+        names: &[&str],
+        not_before: Asn1Time,
+        not_after: Asn1Time,
+    ) -> Result<Identity, CertError> {
         let key = new_key()?;
         let cn = names.first().ok_or(CertError::NoName)?;
         let subject = name(cn)?;
         let mut b = builder(&subject, &key)?;
+        b.set_not_before(&not_before)?;
+        b.set_not_after(&not_after)?;
         b.set_issuer_name(&subject)?;
         add_names(&mut b, names)?;
         b.sign(&key, MessageDigest::sha256())?;

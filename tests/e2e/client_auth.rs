@@ -5,12 +5,9 @@
 
 use crate::harness::{one, Backend, Ca, Env, Identity};
 use openssl::asn1::Asn1Time;
-use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
-use openssl::x509::{X509Builder, X509NameBuilder};
+use openssl::x509::X509Builder;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -105,32 +102,7 @@ fn with_client_ca() -> (Backend, Env, Ca) {
 
 /// A self-signed certificate whose validity ended yesterday.
 fn expired() -> Identity {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "old.client").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let day = 24 * 3600;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - 10 * day).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now - day).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    Identity(pinion::demo::certs::Identity {
-        cert: b.build(),
-        key,
-    })
+    Identity::self_signed_between(&["old.client"], -10, -1)
 }
 
 #[test]

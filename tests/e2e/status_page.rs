@@ -3,14 +3,6 @@
 
 use crate::harness::{free_port, get, pinion, wait_for, Backend, Env, Identity};
 use crate::operations::admin_get;
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509Builder, X509NameBuilder};
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,39 +10,7 @@ use std::time::{Duration, Instant};
 
 /// A self-signed certificate for `api.internal` valid from yesterday for `days` more days.
 fn valid_for(days: i64) -> Identity {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "api.internal").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let day = 24 * 3600;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - day).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now + days * day).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .dns("api.internal")
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    Identity(pinion::demo::certs::Identity {
-        cert: b.build(),
-        key,
-    })
+    Identity::self_signed_between(&["api.internal"], -1, days)
 }
 
 /// Debian's Chromium (`PINION_CHROMIUM` overrides).

@@ -178,6 +178,19 @@ fn text<'a>(item: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The strings of the array `prop(item, key)` (empty when absent).
+fn texts(item: &Value, key: &str) -> Vec<String> {
+    prop(item, key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn number(item: &Value, key: &str) -> Option<u64> {
     match prop(item, key)? {
         Value::Number(n) => n.as_u64(),
@@ -469,15 +482,7 @@ impl Ctx<'_> {
     }
 
     fn hosts(&mut self, l: &Value, element: &str) -> Vec<String> {
-        let mut hosts: Vec<String> = prop(l, "hostNames")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut hosts = texts(l, "hostNames");
         if let Some(h) = text(l, "hostName") {
             hosts.insert(0, h.to_owned());
         }

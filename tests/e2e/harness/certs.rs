@@ -13,6 +13,17 @@ impl Identity {
         Identity(lib::Identity::self_signed(names).unwrap())
     }
 
+    /// A self-signed certificate for `names` valid from `from_days` to `until_days` days from
+    /// now (negative: in the past).
+    pub fn self_signed_between(names: &[&str], from_days: i64, until_days: i64) -> Identity {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |days: i64| openssl::asn1::Asn1Time::from_unix(now + days * 86_400).unwrap();
+        Identity(lib::Identity::self_signed_between(names, at(from_days), at(until_days)).unwrap())
+    }
+
     /// Writes `NAME.pem` and `NAME.key` into `dir`.
     pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         self.0.write(dir, name).unwrap()

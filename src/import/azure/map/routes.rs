@@ -1,7 +1,7 @@
 //! Rules, URL path maps, redirects and rewrite sets to pinion routes.
 
 use super::{
-    clean, flag, get, name_of, num, prop, reference, s, text, AzListener, Ctx, PoolOut, Rule,
+    clean, flag, get, name_of, num, prop, reference, s, text, texts, AzListener, Ctx, PoolOut, Rule,
 };
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Y};
@@ -75,15 +75,7 @@ impl Ctx<'_> {
                     .cloned()
                     .unwrap_or_default()
                 {
-                    let paths: Vec<String> = prop(&pr, "paths")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_owned)
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let paths = texts(&pr, "paths");
                     targets.push((
                         format!("{}--{}", rule.name, name_of(&pr)),
                         format!("urlPathMaps/{map_name}/pathRules/{}", name_of(&pr)),
