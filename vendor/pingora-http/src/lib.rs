@@ -249,6 +249,18 @@ impl RequestHeader {
         self.base.headers.insert(name, value);
     }
 
+    /// Make room for `additional` more headers in the header map and in the case map.
+    ///
+    /// A caller about to insert several headers (a proxy adding its forwarding headers) then
+    /// grows each map at most once instead of once per doubling. Nothing happens when the
+    /// room cannot be made; the inserts grow the maps as they would have.
+    pub fn reserve_headers(&mut self, additional: usize) {
+        if let Some(name_map) = self.header_name_map.as_mut() {
+            let _ = name_map.try_reserve(additional);
+        }
+        let _ = self.base.headers.try_reserve(additional);
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where

@@ -79,6 +79,19 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Poll whether a read could make progress, without reading.
+    ///
+    /// `Ready` means a read may find data (or may still find nothing); `Pending` means nothing
+    /// arrived since the last read that found nothing, and the waker is registered for when
+    /// something does. Layers above (TLS) use it to skip a read that can only fail with "would
+    /// block". The default is always `Ready`.
+    fn poll_read_ready(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 use std::any::Any;

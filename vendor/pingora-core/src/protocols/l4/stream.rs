@@ -750,6 +750,27 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let raw = match self.stream() {
+            BufferedStream::UnbufferedRead(writer) => writer.get_ref(),
+            BufferedStream::BufferedRead(reader) => {
+                if !reader.buffer().is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                reader.get_ref().get_ref()
+            }
+        };
+        match &raw.stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx),
+            RawStream::Virtual(_) => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 #[async_trait]

@@ -21,7 +21,7 @@ use log::warn;
 use pingora_error::{ErrorType::*, OrErr, Result};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime};
 use tokio::io::{self, AsyncRead, AsyncWrite, ReadBuf};
 
@@ -39,7 +39,13 @@ pub struct SslStream<T> {
     ssl: InnerSsl<T>,
     digest: Option<Arc<SslDigest>>,
     pub(super) timing: TimingDigest,
+    /// Plaintext of small writes not yet given to the TLS library (see `poll_write`); empty,
+    /// and without an allocation, whenever the stream is flushed.
+    write_buf: Vec<u8>,
 }
+
+/// Writes up to this size are gathered into one TLS record until the stream is flushed.
+const WRITE_COALESCE: usize = 4096;
 
 impl<T> SslStream<T>
 where
@@ -57,6 +63,7 @@ where
             ssl,
             digest: None,
             timing: Default::default(),
+            write_buf: Vec::new(),
         })
     }
 
@@ -121,15 +128,62 @@ impl<T> DerefMut for SslStream<T> {
 
 impl<T> AsyncRead for SslStream<T>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Peek + Unpin,
 {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // With nothing buffered in the TLS library and nothing arrived on the transport since
+        // its last read found nothing, a TLS read can only fail with "would block", after
+        // setting up its record buffer (allocated again on every read when buffers are
+        // released while idle) and draining the error queue twice. Waiting on the transport's
+        // readiness instead registers the same waker at a fraction of the cost.
+        if !has_pending(self.ssl.ssl()) {
+            // An error of the readiness poll is left to the read to report.
+            if self.ssl.get_ref().poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
         Self::clear_error();
         Pin::new(&mut self.ssl).poll_read(cx, buf)
+    }
+}
+
+extern "C" {
+    // Declared here because openssl-sys does not bind it (OpenSSL 1.1.0 and later, BoringSSL).
+    fn SSL_has_pending(ssl: *const std::ffi::c_void) -> std::ffi::c_int;
+}
+
+/// Whether the TLS library holds read data, decrypted or not yet processed.
+fn has_pending(ssl: &SslRef) -> bool {
+    use foreign_types::ForeignTypeRef;
+    // Safety: `ssl` is a valid SSL object for as long as the reference lives, and
+    // SSL_has_pending only reads it.
+    unsafe { SSL_has_pending(ssl.as_ptr() as *const std::ffi::c_void) == 1 }
+}
+
+impl<T> SslStream<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Gives the gathered small writes to the TLS library, as one record.
+    fn poll_write_gathered(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
+        while !self.write_buf.is_empty() {
+            Self::clear_error();
+            match Pin::new(&mut self.ssl).poll_write(cx, &self.write_buf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.write_buf.drain(..n.min(self.write_buf.len()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // An idle connection keeps no write buffer.
+        self.write_buf = Vec::new();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -137,21 +191,37 @@ impl<T> AsyncWrite for SslStream<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Small writes are gathered until the stream is flushed or the next write would not fit,
+    /// so that a response header and a short body, written one after the other, become one
+    /// TLS record (one encryption and one record header instead of two) — what a write buffer
+    /// in front of TLS does in other servers. Like the transport's own write buffer below,
+    /// this relies on writers flushing before they wait for the peer.
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.write_buf.len() + buf.len() > WRITE_COALESCE {
+            ready!(this.poll_write_gathered(cx))?;
+        }
+        if buf.len() < WRITE_COALESCE {
+            this.write_buf.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
         Self::clear_error();
-        Pin::new(&mut self.ssl).poll_write(cx, buf)
+        Pin::new(&mut this.ssl).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
-        Self::clear_error();
+        ready!(self.poll_write_gathered(cx))?;
+        // No TLS call here: flushing only flushes the transport below, so the error queue
+        // (which only TLS calls consult) need not be drained.
         Pin::new(&mut self.ssl).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_gathered(cx))?;
         Self::clear_error();
         Pin::new(&mut self.ssl).poll_shutdown(cx)
     }
@@ -161,8 +231,19 @@ where
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let this = &mut *self;
+        if this.write_buf.len() + total > WRITE_COALESCE {
+            ready!(this.poll_write_gathered(cx))?;
+        }
+        if total < WRITE_COALESCE {
+            for b in bufs {
+                this.write_buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
         Self::clear_error();
-        Pin::new(&mut self.ssl).poll_write_vectored(cx, bufs)
+        Pin::new(&mut this.ssl).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
