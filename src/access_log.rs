@@ -325,6 +325,25 @@ fn json_opt(s: Option<&str>, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes an address as `Display` does; IPv4 without the formatting machinery, which costs
+/// about ten times as much on every request (access log line, X-Forwarded-For).
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// One JSON object and a newline, the fields in a fixed order.
 fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
@@ -333,7 +352,9 @@ fn json(e: &Entry<'_>, out: &mut Vec<u8>) {
     match e.client {
         // An address has nothing to escape.
         Some(ip) => {
-            let _ = write!(out, "\"{ip}\"");
+            out.push(b'"');
+            write_ip(out, ip);
+            out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
     }
@@ -470,6 +491,24 @@ mod tests {
         let mut out = Vec::new();
         json(e, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.12.3",
+            "192.0.2.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{ErrorType, OrErr, Result};
 use rand::RngCore;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 /// The client's authority: `:authority` / absolute-form first (RFC 9112 §3.2.2), else `Host`.
@@ -96,16 +96,18 @@ impl Forwarded<'_> {
         if let Some(peer) = self.peer {
             // One allocation, sized for the longest entry (`[v6 address]:port`).
             let hops = previous_hops.as_deref().unwrap_or_default();
-            let mut value = String::with_capacity(hops.len() + 2 + 48);
+            let mut value = Vec::with_capacity(hops.len() + 2 + 48);
             if !hops.is_empty() {
-                value.push_str(hops);
-                value.push_str(", ");
+                value.extend_from_slice(hops.as_bytes());
+                value.extend_from_slice(b", ");
             }
-            let _ = match self.format {
-                ForwardedFor::Ip => write!(value, "{}", peer.ip()),
-                ForwardedFor::IpPort => write!(value, "{peer}"),
-            };
-            // From a String the value takes the bytes over; nothing is copied.
+            match self.format {
+                ForwardedFor::Ip => crate::access_log::write_ip(&mut value, peer.ip()),
+                ForwardedFor::IpPort => {
+                    let _ = write!(value, "{peer}");
+                }
+            }
+            // From a Vec the value takes the bytes over; nothing is copied.
             let value = HeaderValue::try_from(value)
                 .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid X-Forwarded-For")?;
             put(req, &X_FORWARDED_FOR, value, false);
