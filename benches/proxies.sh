@@ -156,6 +156,13 @@ prepare() {
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  # A proxy left behind would keep its port: HAProxy binds with SO_REUSEPORT, so the next run's
+  # HAProxy would share its clients with a stale one whose backend is gone (errors, wrong CPU).
+  local p
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
   stop_backend
 }
 
