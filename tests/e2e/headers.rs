@@ -1,6 +1,6 @@
 //! Headers toward the backend (SPEC "HTTP behaviour").
 
-use crate::harness::{one, request, Backend, Env, Identity};
+use crate::harness::{one, plain_pool, request, Backend, Env, Identity};
 
 #[test]
 fn forwarding_headers_are_set_by_the_gateway_and_spoofed_ones_dropped() {
@@ -56,4 +56,49 @@ fn forwarding_headers_are_set_by_the_gateway_and_spoofed_ones_dropped() {
             || v.contains("7.7.7.7")
             || v.contains("evil")
             || v == "spoofed"));
+}
+
+#[test]
+fn hop_by_hop_headers_never_reach_the_backend() {
+    let backend = Backend::plain("b");
+    let env = Env::new();
+    let yaml = env.listeners() + &plain_pool(&backend);
+    let gw = env.start(&yaml);
+    let hop_by_hop = [
+        "Keep-Alive: timeout=5",
+        "Proxy-Connection: keep-alive",
+        "Proxy-Authorization: Basic Zm9vOmJhcg==",
+        "Proxy-Authenticate: Basic",
+        "TE: trailers",
+        "Trailer: X-Checksum",
+        "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA",
+    ];
+    // Each alone (nothing else in the request is hop-by-hop, not even Connection), then all
+    // of them with Connection.
+    let mut raws: Vec<String> = hop_by_hop
+        .iter()
+        .map(|h| format!("GET /hop HTTP/1.1\r\nHost: h\r\n{h}\r\nX-Kept: yes\r\n\r\n"))
+        .collect();
+    raws.push(format!(
+        "GET /hop HTTP/1.1\r\nHost: h\r\n{}\r\nConnection: keep-alive\r\nX-Kept: yes\r\n\r\n",
+        hop_by_hop.join("\r\n")
+    ));
+    for (i, raw) in raws.iter().enumerate() {
+        assert_eq!(request(gw.port(), raw).status, 200, "{}", gw.logs());
+        let seen = &backend.requests()[i];
+        assert_eq!(one(seen, "x-kept"), Some("yes"), "end-to-end headers pass");
+        for h in hop_by_hop {
+            let name = h.split(':').next().unwrap().to_ascii_lowercase();
+            assert!(
+                seen.all(&name).is_empty(),
+                "{name} reached the backend in request {i}"
+            );
+        }
+        assert!(
+            seen.all("connection")
+                .iter()
+                .all(|v| !v.to_ascii_lowercase().contains("keep-alive, ")),
+            "the client's Connection header is not passed on"
+        );
+    }
 }
