@@ -186,21 +186,12 @@ impl IdlePool {
             let mut guard = self.slots.lock();
             let slots = &mut *guard;
             for q in slots.by_key.values_mut() {
-                let mut i = 0;
-                while i < q.len() {
-                    let keep = match q.get_mut(i) {
-                        Some(idle) => {
-                            !idle.expired(now)
-                                && test_reusable_stream(
-                                    &mut idle.stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                        }
-                        None => break,
-                    };
-                    if keep {
-                        i += 1;
-                    } else if let Some(idle) = q.remove(i) {
+                for mut idle in std::mem::take(q) {
+                    if !idle.expired(now)
+                        && test_reusable_stream(&mut idle.stream, &self.unexpected_data_conn_count)
+                    {
+                        q.push_back(idle);
+                    } else {
                         closed.push(idle);
                     }
                 }

@@ -449,7 +449,7 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Whether the stream's socket is connected to the peer's address.
 #[cfg(unix)]
 fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     peer.matches_fd(stream.id())
@@ -467,6 +467,7 @@ fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready

@@ -185,6 +185,15 @@ where
         self.write_buf = Vec::new();
         Poll::Ready(Ok(()))
     }
+
+    /// Makes room for a write of `len` bytes, giving the gathered ones to the TLS library when
+    /// both would not fit; `true` when the write is small enough to be gathered.
+    fn poll_room_for(&mut self, cx: &mut Context, len: usize) -> Poll<io::Result<bool>> {
+        if self.write_buf.len() + len > WRITE_COALESCE {
+            ready!(self.poll_write_gathered(cx))?;
+        }
+        Poll::Ready(Ok(len < WRITE_COALESCE))
+    }
 }
 
 impl<T> AsyncWrite for SslStream<T>
@@ -202,10 +211,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.write_buf.len() + buf.len() > WRITE_COALESCE {
-            ready!(this.poll_write_gathered(cx))?;
-        }
-        if buf.len() < WRITE_COALESCE {
+        if ready!(this.poll_room_for(cx, buf.len()))? {
             this.write_buf.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
@@ -233,10 +239,7 @@ where
     ) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let this = &mut *self;
-        if this.write_buf.len() + total > WRITE_COALESCE {
-            ready!(this.poll_write_gathered(cx))?;
-        }
-        if total < WRITE_COALESCE {
+        if ready!(this.poll_room_for(cx, total))? {
             for b in bufs {
                 this.write_buf.extend_from_slice(b);
             }
