@@ -10,7 +10,7 @@ pub mod upgrade;
 
 use crate::server::{self, RunMode};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const DEFAULT_CONF: &str = "conf/pinion.yaml";
@@ -94,12 +94,12 @@ pub fn run(cli: &Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Some(Command::Reload) => match load(cli) {
+        Some(Command::Reload) => match load(cli.conf.as_deref()) {
             Ok((file, config)) => reload::run(&file, &config),
             Err(code) => code,
         },
         Some(Command::Upgrade) => upgrade_gateway(cli),
-        Some(Command::Preflight(args)) => match load(cli) {
+        Some(Command::Preflight(args)) => match load(cli.conf.as_deref()) {
             Ok((_, config)) => preflight_run(&config, args),
             Err(code) => code,
         },
@@ -145,11 +145,10 @@ fn preflight_run(config: &crate::config::Config, args: &PreflightArgs) -> ExitCo
     }
 }
 
-fn load(cli: &Cli) -> Result<(PathBuf, crate::config::Config), ExitCode> {
-    let file = cli
-        .conf
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF));
+/// Loads the configuration named by `-c` (or the default file); on errors prints them and
+/// gives exit code 1.
+fn load(conf: Option<&Path>) -> Result<(PathBuf, crate::config::Config), ExitCode> {
+    let file = conf.map_or_else(|| PathBuf::from(DEFAULT_CONF), ToOwned::to_owned);
     match crate::config::load(&file) {
         Ok(c) => Ok((file, c)),
         Err(e) => {
@@ -161,7 +160,7 @@ fn load(cli: &Cli) -> Result<(PathBuf, crate::config::Config), ExitCode> {
 }
 
 fn upgrade_gateway(cli: &Cli) -> ExitCode {
-    let (file, config) = match load(cli) {
+    let (file, config) = match load(cli.conf.as_deref()) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

@@ -27,14 +27,9 @@ pub fn run(conf: Option<&std::path::Path>, args: &StatusArgs) -> ExitCode {
     let (addr, mut token) = match (args.admin, conf) {
         (Some(addr), _) => (addr, None),
         (None, conf) => {
-            let file = conf.map_or_else(|| PathBuf::from(super::DEFAULT_CONF), ToOwned::to_owned);
-            let config = match crate::config::load(&file) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    eprintln!("{}: configuration invalid", file.display());
-                    return ExitCode::from(1);
-                }
+            let (file, config) = match super::load(conf) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
             };
             let Some(addr) = config.admin else {
                 eprintln!(
