@@ -87,18 +87,15 @@ fn hop_by_hop_headers_never_reach_the_backend() {
         assert_eq!(request(gw.port(), raw).status, 200, "{}", gw.logs());
         let seen = &backend.requests()[i];
         assert_eq!(one(seen, "x-kept"), Some("yes"), "end-to-end headers pass");
-        for h in hop_by_hop {
-            let name = h.split(':').next().unwrap().to_ascii_lowercase();
+        let names = hop_by_hop
+            .iter()
+            .map(|h| h.split(':').next().unwrap().to_ascii_lowercase())
+            .chain(["connection".to_owned()]);
+        for name in names {
             assert!(
                 seen.all(&name).is_empty(),
                 "{name} reached the backend in request {i}"
             );
         }
-        assert!(
-            seen.all("connection")
-                .iter()
-                .all(|v| !v.to_ascii_lowercase().contains("keep-alive, ")),
-            "the client's Connection header is not passed on"
-        );
     }
 }
