@@ -449,9 +449,20 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Whether the stream's socket is connected to the peer's address.
+/// Whether the stream's socket is connected to the peer's address. A connected TCP socket's
+/// peer never changes, so for an Internet peer reached directly the address its digest
+/// recorded (one `getpeername` per connection, not one per reuse) answers; a broken socket is
+/// found by [test_reusable_stream]'s read.
 #[cfg(unix)]
 fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use crate::protocols::l4::socket::SocketAddr as L4Addr;
+    if let (None, L4Addr::Inet(want)) = (peer.get_proxy(), peer.address()) {
+        let digest = stream.get_socket_digest();
+        if let Some(L4Addr::Inet(got)) = digest.as_deref().and_then(|d| d.peer_addr()) {
+            // As `check_fd_match`: 0.0.0.0 may be mapped to 127.0.0.1 by the system.
+            return want.ip() == std::net::Ipv4Addr::UNSPECIFIED || got == want;
+        }
+    }
     peer.matches_fd(stream.id())
 }
 

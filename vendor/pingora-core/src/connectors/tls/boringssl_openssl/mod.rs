@@ -106,6 +106,10 @@ impl Connector {
         builder
             .set_min_proto_version(Some(SslVersion::TLS1))
             .unwrap();
+        // No buffer sits between OpenSSL and the socket: without read-ahead every record costs
+        // two reads (its 5-byte header, then its body), and the socket is read again after each
+        // record only to find it empty.
+        builder.set_read_ahead(true);
         if let Some(conf) = options.as_ref() {
             if let Some(ca_file_path) = conf.ca_file.as_ref() {
                 builder.set_ca_file(ca_file_path).unwrap();
