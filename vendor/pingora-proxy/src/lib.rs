@@ -1550,14 +1550,15 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// [HttpServerApp::process_new_http]'s body.
+    #[inline(never)]
+    async fn serve_new_http(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1593,6 +1594,40 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+/// Boxes the future `make` returns, building it in its allocation: with `Box::pin(make())` the
+/// future is built on the stack first and then copied, all of its size, however little of it
+/// is set before its first poll.
+fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: the slot was written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    // Written out rather than through `async_trait`, whose `Box::pin(async move { .. })` builds
+    // the request's future (about 10 KB) on the stack and then copies it into the box, once per
+    // request.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: HttpSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        boxed_in_place(move || self.serve_new_http(session, shutdown))
     }
 
     async fn http_cleanup(&self) {
