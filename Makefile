@@ -46,6 +46,8 @@ test: deps
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --doc
 	$(CARGO) test --locked --benches --examples
+	# The vendored allocator's own tests (the release build's global allocator).
+	$(CARGO) test --locked -p mimalloc --lib
 	# The 60-second soak: 5,000 TLS clients at a steady rate, on its own so nothing competes.
 	$(CARGO) test --locked --test e2e soak -- --ignored --nocapture
 	# Last, so that the run closes on the end-to-end suite's summary.
