@@ -56,6 +56,104 @@ impl Proxy {
 /// keeps idle HTTP/1.1 connections forever, which lets idle clients pile up without bound.
 pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 
+/// What `request_filter` decides for a request: proxy it, or answer it here (the answer is
+/// given by [`Proxy::answer`]). Fills the context's client, request id, route and pool.
+fn admit(session: &mut Session, ctx: &mut Ctx, draining: bool) -> Result<Next> {
+    limit_keepalive(session, draining);
+    let gen = ctx.gen.clone();
+    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+    let Some(listener) = local.and_then(|a| gen.binds.lookup(a)) else {
+        return Err(ProxyError::UnknownListener.into_pingora());
+    };
+    ctx.listener = listener;
+    let l = gen.listeners.get(listener);
+    let trusted_proxies = l.map_or(&[][..], |l| l.trusted_proxies.as_slice());
+    ctx.peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    ctx.trusted = ctx
+        .peer
+        .is_some_and(|p| trusted_proxies.iter().any(|c| c.contains(p.ip())));
+    let req = session.req_header();
+    let forwarded = ctx
+        .trusted
+        .then(|| headers::forwarded_client(req, trusted_proxies))
+        .flatten();
+    ctx.client = forwarded.or(ctx.peer.map(|p| p.ip()));
+    ctx.request_id = ctx
+        .trusted
+        .then(|| headers::incoming_request_id(req))
+        .flatten()
+        .unwrap_or_else(headers::new_request_id);
+    let limits = l.map(|l| l.limits).unwrap_or_default();
+    if let Err(why) = limits::check_head(session.req_header(), &limits) {
+        return Ok(Next::Reject(why));
+    }
+    if let Err(why) = rate_limited(l.and_then(|l| l.rate_limit.as_deref()), ctx) {
+        return Ok(Next::Reject(why));
+    }
+    let Some(authority) = headers::authority(req) else {
+        return Ok(Next::Error(400, false));
+    };
+    ctx.authority = authority.to_owned();
+    if let Some(port) = l.and_then(|l| l.redirect_to_https) {
+        let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let location = https_location(&ctx.authority, port, target);
+        return Ok(Next::Redirect(308, location));
+    }
+    let next = {
+        let req = session.req_header();
+        let query = req.uri.query();
+        match gen.routes.decide(listener, &ctx.authority, req.uri.path()) {
+            Decision::Matched { index, route, path } => {
+                ctx.route = Some(index);
+                if let Err(why) = rate_limited(route.rate_limit.as_deref(), ctx) {
+                    return Ok(Next::Reject(why));
+                }
+                if route.client_certificate_required
+                    && !client_gate(session).is_some_and(|g| g.identity.verified())
+                {
+                    return Ok(Next::Reject(Rejection::ClientCertificate));
+                }
+                match &route.target {
+                    Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
+                    Target::Pool(pool) => {
+                        let max_body = route.max_body_bytes.unwrap_or(limits.max_body_bytes);
+                        if let Err(why) = limits::check_declared_body(req, max_body) {
+                            return Ok(Next::Reject(why));
+                        }
+                        ctx.body_limit = max_body;
+                        ctx.pool = Some(*pool);
+                        // A path that normalization left alone is sent on as it came.
+                        if let Cow::Owned(path) = path {
+                            ctx.target = Some(match query {
+                                Some(q) => format!("{path}?{q}"),
+                                None => path,
+                            });
+                        }
+                        if let Some(a) = gen.pools.get(*pool).and_then(|p| p.affinity.as_ref()) {
+                            ctx.affinity = affinity::cookie(req, &a.cookie);
+                        }
+                        Next::Proxy
+                    }
+                }
+            }
+            Decision::NotFound => Next::Error(404, true),
+            Decision::BadPath(e) => {
+                // Answered without reaching a backend: the log is the only trace of why.
+                info!(
+                    "listener {}: 400 for {} {:?} from {}: {e}",
+                    l.map_or("-", |l| l.name.as_str()),
+                    ctx.authority,
+                    req.uri.path(),
+                    ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                );
+                ctx.logged = true;
+                Next::Error(400, false)
+            }
+        }
+    };
+    Ok(next)
+}
+
 /// Caps the client connection's keep-alive at [`CLIENT_IDLE_TIMEOUT`]; connections that are not
 /// kept alive (`Connection: close`, HTTP/1.0) stay so.
 ///
@@ -84,105 +182,11 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        limit_keepalive(session, self.drain.is_draining());
-        let gen = ctx.gen.clone();
-        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
-        let Some(listener) = local.and_then(|a| gen.binds.lookup(a)) else {
-            return Err(ProxyError::UnknownListener.into_pingora());
-        };
-        ctx.listener = listener;
-        let l = gen.listeners.get(listener);
-        let trusted_proxies = l.map_or(&[][..], |l| l.trusted_proxies.as_slice());
-        ctx.peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-        ctx.trusted = ctx
-            .peer
-            .is_some_and(|p| trusted_proxies.iter().any(|c| c.contains(p.ip())));
-        let req = session.req_header();
-        let forwarded = ctx
-            .trusted
-            .then(|| headers::forwarded_client(req, trusted_proxies))
-            .flatten();
-        ctx.client = forwarded.or(ctx.peer.map(|p| p.ip()));
-        ctx.request_id = ctx
-            .trusted
-            .then(|| headers::incoming_request_id(req))
-            .flatten()
-            .unwrap_or_else(headers::new_request_id);
-        let limits = l.map(|l| l.limits).unwrap_or_default();
-        if let Err(why) = limits::check_head(session.req_header(), &limits) {
-            return self.reject(session, ctx, why).await;
-        }
-        if let Err(why) = rate_limited(l.and_then(|l| l.rate_limit.as_deref()), ctx) {
-            return self.reject(session, ctx, why).await;
-        }
-        let Some(authority) = headers::authority(req) else {
-            return self.error(session, ctx, 400, false).await;
-        };
-        ctx.authority = authority.to_owned();
-        if let Some(port) = l.and_then(|l| l.redirect_to_https) {
-            let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let location = https_location(&ctx.authority, port, target);
-            return respond::redirect(session, 308, &location).await;
-        }
-        let next = {
-            let req = session.req_header();
-            let query = req.uri.query();
-            match gen.routes.decide(listener, &ctx.authority, req.uri.path()) {
-                Decision::Matched { index, route, path } => {
-                    ctx.route = Some(index);
-                    if let Err(why) = rate_limited(route.rate_limit.as_deref(), ctx) {
-                        return self.reject(session, ctx, why).await;
-                    }
-                    if route.client_certificate_required
-                        && !client_gate(session).is_some_and(|g| g.identity.verified())
-                    {
-                        return self
-                            .reject(session, ctx, Rejection::ClientCertificate)
-                            .await;
-                    }
-                    match &route.target {
-                        Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
-                        Target::Pool(pool) => {
-                            let max_body = route.max_body_bytes.unwrap_or(limits.max_body_bytes);
-                            if let Err(why) = limits::check_declared_body(req, max_body) {
-                                return self.reject(session, ctx, why).await;
-                            }
-                            ctx.body_limit = max_body;
-                            ctx.pool = Some(*pool);
-                            // A path that normalization left alone is sent on as it came.
-                            if let Cow::Owned(path) = path {
-                                ctx.target = Some(match query {
-                                    Some(q) => format!("{path}?{q}"),
-                                    None => path,
-                                });
-                            }
-                            if let Some(a) = gen.pools.get(*pool).and_then(|p| p.affinity.as_ref())
-                            {
-                                ctx.affinity = affinity::cookie(req, &a.cookie);
-                            }
-                            Next::Proxy
-                        }
-                    }
-                }
-                Decision::NotFound => Next::Error(404, true),
-                Decision::BadPath(e) => {
-                    // Answered without reaching a backend: the log is the only trace of why.
-                    info!(
-                        "listener {}: 400 for {} {:?} from {}: {e}",
-                        l.map_or("-", |l| l.name.as_str()),
-                        ctx.authority,
-                        req.uri.path(),
-                        ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
-                    );
-                    ctx.logged = true;
-                    Next::Error(400, false)
-                }
-            }
-        };
-        match next {
+        match admit(session, ctx, self.drain.is_draining())? {
             Next::Proxy => Ok(false),
-            Next::Redirect(status, location) => respond::redirect(session, status, &location).await,
-            Next::Error(code, keepalive) => self.error(session, ctx, code, keepalive).await,
+            // Boxed: the future of every request is only as large as the answer's handle, and
+            // only requests answered here pay for the answer's.
+            answer => Box::pin(self.answer(session, ctx, answer)).await,
         }
     }
 

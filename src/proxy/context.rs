@@ -1,6 +1,7 @@
 //! Per-request state carried through Pingora's phases.
 
 use crate::gateway::Generation;
+use crate::limits::Rejection;
 use crate::pool::{Pool, Server, ServerSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,8 @@ use std::time::{Instant, SystemTime};
 pub(super) enum Next {
     /// Go on to the pool.
     Proxy,
+    /// Refuse: the request crossed a limit.
+    Reject(Rejection),
     /// Answer with a redirect: status and location.
     Redirect(u16, String),
     /// Answer with a gateway error; whether the connection may be kept.

@@ -1,7 +1,7 @@
 //! Answers the gateway gives instead of proxying: a request over a limit, and gateway errors
 //! with the listener's error page.
 
-use super::context::Ctx;
+use super::context::{Ctx, Next};
 use super::{respond, Proxy};
 use crate::config::ErrorPage;
 use crate::limits::Rejection;
@@ -10,6 +10,21 @@ use pingora::proxy::{FailToProxy, Session};
 use pingora::Result;
 
 impl Proxy {
+    /// Gives the answer `request_filter` decided on instead of proxying.
+    pub(super) async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        next: Next,
+    ) -> Result<bool> {
+        match next {
+            Next::Proxy => Ok(false),
+            Next::Reject(why) => self.reject(session, ctx, why).await,
+            Next::Redirect(status, location) => respond::redirect(session, status, &location).await,
+            Next::Error(code, keepalive) => self.error(session, ctx, code, keepalive).await,
+        }
+    }
+
     /// Answers a request that crossed a limit: its status, counted by reason; the connection
     /// is not kept, since the client may still be sending what was refused.
     pub(super) async fn reject(
