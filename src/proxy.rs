@@ -99,56 +99,53 @@ fn admit(session: &mut Session, ctx: &mut Ctx, draining: bool) -> Result<Next> {
         let location = https_location(&ctx.authority, port, target);
         return Ok(Next::Redirect(308, location));
     }
-    let next = {
-        let req = session.req_header();
-        let query = req.uri.query();
-        match gen.routes.decide(listener, &ctx.authority, req.uri.path()) {
-            Decision::Matched { index, route, path } => {
-                ctx.route = Some(index);
-                if let Err(why) = rate_limited(route.rate_limit.as_deref(), ctx) {
-                    return Ok(Next::Reject(why));
-                }
-                if route.client_certificate_required
-                    && !client_gate(session).is_some_and(|g| g.identity.verified())
-                {
-                    return Ok(Next::Reject(Rejection::ClientCertificate));
-                }
-                match &route.target {
-                    Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
-                    Target::Pool(pool) => {
-                        let max_body = route.max_body_bytes.unwrap_or(limits.max_body_bytes);
-                        if let Err(why) = limits::check_declared_body(req, max_body) {
-                            return Ok(Next::Reject(why));
-                        }
-                        ctx.body_limit = max_body;
-                        ctx.pool = Some(*pool);
-                        // A path that normalization left alone is sent on as it came.
-                        if let Cow::Owned(path) = path {
-                            ctx.target = Some(match query {
-                                Some(q) => format!("{path}?{q}"),
-                                None => path,
-                            });
-                        }
-                        if let Some(a) = gen.pools.get(*pool).and_then(|p| p.affinity.as_ref()) {
-                            ctx.affinity = affinity::cookie(req, &a.cookie);
-                        }
-                        Next::Proxy
+    let query = req.uri.query();
+    let next = match gen.routes.decide(listener, &ctx.authority, req.uri.path()) {
+        Decision::Matched { index, route, path } => {
+            ctx.route = Some(index);
+            if let Err(why) = rate_limited(route.rate_limit.as_deref(), ctx) {
+                return Ok(Next::Reject(why));
+            }
+            if route.client_certificate_required
+                && !client_gate(session).is_some_and(|g| g.identity.verified())
+            {
+                return Ok(Next::Reject(Rejection::ClientCertificate));
+            }
+            match &route.target {
+                Target::Redirect(r) => Next::Redirect(r.status, r.location(&path, query)),
+                Target::Pool(pool) => {
+                    let max_body = route.max_body_bytes.unwrap_or(limits.max_body_bytes);
+                    if let Err(why) = limits::check_declared_body(req, max_body) {
+                        return Ok(Next::Reject(why));
                     }
+                    ctx.body_limit = max_body;
+                    ctx.pool = Some(*pool);
+                    // A path that normalization left alone is sent on as it came.
+                    if let Cow::Owned(path) = path {
+                        ctx.target = Some(match query {
+                            Some(q) => format!("{path}?{q}"),
+                            None => path,
+                        });
+                    }
+                    if let Some(a) = gen.pools.get(*pool).and_then(|p| p.affinity.as_ref()) {
+                        ctx.affinity = affinity::cookie(req, &a.cookie);
+                    }
+                    Next::Proxy
                 }
             }
-            Decision::NotFound => Next::Error(404, true),
-            Decision::BadPath(e) => {
-                // Answered without reaching a backend: the log is the only trace of why.
-                info!(
-                    "listener {}: 400 for {} {:?} from {}: {e}",
-                    l.map_or("-", |l| l.name.as_str()),
-                    ctx.authority,
-                    req.uri.path(),
-                    ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
-                );
-                ctx.logged = true;
-                Next::Error(400, false)
-            }
+        }
+        Decision::NotFound => Next::Error(404, true),
+        Decision::BadPath(e) => {
+            // Answered without reaching a backend: the log is the only trace of why.
+            info!(
+                "listener {}: 400 for {} {:?} from {}: {e}",
+                l.map_or("-", |l| l.name.as_str()),
+                ctx.authority,
+                req.uri.path(),
+                ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            );
+            ctx.logged = true;
+            Next::Error(400, false)
         }
     };
     Ok(next)
