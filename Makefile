@@ -48,6 +48,10 @@ test: deps
 	$(CARGO) test --locked --benches --examples
 	# The vendored allocator's own tests (the release build's global allocator).
 	$(CARGO) test --locked -p mimalloc --lib
+	# The vendored pingora-proxy's task pipe (std only; the crate's own tests need its dev-dependencies).
+	mkdir -p target/task-pipe
+	rustc --edition 2021 --test -o target/task-pipe/tests vendor/pingora-proxy/src/task_pipe.rs
+	target/task-pipe/tests
 	# The 60-second soak: 5,000 TLS clients at a steady rate, on its own so nothing competes.
 	$(CARGO) test --locked --test e2e soak -- --ignored --nocapture
 	# Last, so that the run closes on the end-to-end suite's summary.
