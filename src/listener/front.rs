@@ -19,13 +19,16 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::debug;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::prelude::timeout;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::ops::DerefMut;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use tokio::time::{Instant, Sleep};
 
 /// How much of an idle connection's next request is read to learn that it has begun: most
 /// request heads fit, and it stays small because the connection's future holds it while idle.
@@ -77,6 +80,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                 .and_then(|o| o.keepalive_request_limit),
         );
         let mut reused = self.app.process_new_http(session, shutdown).await;
+        // Made once per connection and re-armed for each wait: a later deadline is one atomic
+        // store in tokio's timer, and the drain's signal is subscribed to once, where a timer
+        // and a subscription per wait were each registered and removed under a shared lock.
+        let mut idle = IdleWait {
+            timer: pin!(tokio::time::sleep(CLIENT_IDLE_TIMEOUT)),
+            closing: pin!(self.closer.idle_closing()),
+        };
         while let Some(done) = reused {
             let (mut stream, mut settings) = done.consume();
             let pipelined = settings
@@ -86,10 +96,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             let first = match pipelined {
                 Some(bytes) => bytes,
                 None => {
-                    let idle = settings
+                    let idle_seconds = settings
                         .as_ref()
                         .and_then(HttpPersistentSettings::keepalive_timeout);
-                    match self.next_request(&mut stream, idle).await {
+                    match next_request(&mut stream, idle_seconds, &mut idle).await {
                         Some(bytes) => bytes,
                         None => return,
                     }
@@ -103,47 +113,54 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             reused = self.app.process_new_http(session, shutdown).await;
         }
     }
+}
 
-    /// Waits, holding only the socket, for the first bytes of the connection's next request;
-    /// `None` when the client closes, the keep-alive time passes or the drain closes idle
-    /// connections.
-    async fn next_request(
-        &self,
-        stream: &mut Stream,
-        idle_seconds: Option<u64>,
-    ) -> Option<BytesMut> {
-        let idle = match idle_seconds {
-            Some(seconds) if seconds > 0 => Duration::from_secs(seconds),
-            _ => CLIENT_IDLE_TIMEOUT,
-        };
-        let mut first = [0u8; FIRST_READ];
-        let closing = self.closer.idle_closing();
-        let read = tokio::select! {
-            biased;
-            read = timeout(idle, stream.read(&mut first)) => read,
-            () = closing => {
-                debug!("closing idle connection {}: the process is leaving", stream.id());
-                return None;
-            }
-        };
-        match read {
-            Ok(Ok(n)) if n > 0 => {
-                let mut bytes = BytesMut::with_capacity(HEADER_BUFFER);
-                bytes.extend_from_slice(first.get(..n)?);
-                Some(bytes)
-            }
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => {
-                debug!("idle connection {} failed: {e}", stream.id());
-                None
-            }
-            Err(_) => {
-                debug!(
-                    "idle connection {} reached its keep-alive time",
-                    stream.id()
-                );
-                None
-            }
+/// What a connection waiting for its next request waits on besides the socket.
+struct IdleWait<T, C> {
+    timer: Pin<T>,
+    closing: Pin<C>,
+}
+
+/// Waits, holding only the socket, for the first bytes of the connection's next request;
+/// `None` when the client closes, the keep-alive time passes or the drain closes idle
+/// connections.
+async fn next_request<T, C>(
+    stream: &mut Stream,
+    idle_seconds: Option<u64>,
+    wait: &mut IdleWait<T, C>,
+) -> Option<BytesMut>
+where
+    T: DerefMut<Target = Sleep>,
+    C: DerefMut<Target: Future<Output = ()>>,
+{
+    let idle = match idle_seconds {
+        Some(seconds) if seconds > 0 => Duration::from_secs(seconds),
+        _ => CLIENT_IDLE_TIMEOUT,
+    };
+    wait.timer.as_mut().reset(Instant::now() + idle);
+    let mut first = [0u8; FIRST_READ];
+    let read = tokio::select! {
+        biased;
+        read = stream.read(&mut first) => read,
+        () = wait.closing.as_mut() => {
+            debug!("closing idle connection {}: the process is leaving", stream.id());
+            return None;
+        }
+        () = wait.timer.as_mut() => {
+            debug!("idle connection {} reached its keep-alive time", stream.id());
+            return None;
+        }
+    };
+    match read {
+        Ok(n) if n > 0 => {
+            let mut bytes = BytesMut::with_capacity(HEADER_BUFFER);
+            bytes.extend_from_slice(first.get(..n)?);
+            Some(bytes)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            debug!("idle connection {} failed: {e}", stream.id());
+            None
         }
     }
 }
