@@ -441,7 +441,40 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
-    /// Return a reference of the [`ResponseHeader`] if the response is read
+    /// Hands the response header just read over to the caller, keeping for this session a header
+    /// with only what it still reads: the status, the version and the fields that body framing,
+    /// connection reuse and upgrades depend on. Cheaper than a copy of the whole header (both
+    /// of its maps and every name and value), which the proxy's task needs only once.
+    fn hand_over_resp_header(&mut self) -> Result<Box<ResponseHeader>> {
+        let Some(full) = self.response_header.take() else {
+            return Error::e_explain(InternalError, "no response header to hand over");
+        };
+        let mut kept = http::Response::new(()).into_parts().0;
+        kept.status = full.status;
+        kept.version = full.version;
+        for (name, value) in full.headers.iter() {
+            let needed = matches!(
+                *name,
+                header::CONNECTION
+                    | header::CONTENT_LENGTH
+                    | header::TRANSFER_ENCODING
+                    | header::UPGRADE
+            ) || name.as_str() == "keep-alive";
+            if needed {
+                kept.headers
+                    .try_append(name.clone(), value.clone())
+                    .or_err(InvalidHTTPHeader, "while keeping the response header")?;
+            }
+        }
+        self.response_header = Some(Box::new(kept.into()));
+        Ok(full)
+    }
+
+    /// Return a reference of the [`ResponseHeader`] if the response is read.
+    ///
+    /// After [`Self::read_response_task()`] handed the header over, this header has only the
+    /// status, the version and the `Connection`, `Keep-Alive`, `Content-Length`,
+    /// `Transfer-Encoding` and `Upgrade` fields.
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
@@ -810,8 +843,10 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            self.read_response().await?;
+            // Sets up the body reader from the header before the header is handed over.
             let end_of_body = self.is_body_done();
+            let resp_header = self.hand_over_resp_header()?;
             debug!("Response header: {resp_header:?}");
             trace!(
                 "Raw Response header: {:?}",
