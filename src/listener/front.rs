@@ -23,7 +23,6 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::future::Future;
-use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,16 +79,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                 .and_then(|o| o.keepalive_request_limit),
         );
         let mut reused = self.app.process_new_http(session, shutdown).await;
-        // Made once per connection and re-armed for each wait: a later deadline is one atomic
-        // store in tokio's timer, and the drain's signal is subscribed to once, where a timer
-        // and a subscription per wait were each registered and removed under a shared lock.
-        // Boxed: kept in the connection's future they made every idle connection 0.7-0.85 KB
-        // larger (benches/idle_clients.py, 3,000 and 8,000 connections), more than two small
-        // blocks per connection cost.
-        let mut idle = IdleWait {
-            timer: Box::pin(tokio::time::sleep(CLIENT_IDLE_TIMEOUT)),
-            closing: Box::pin(self.closer.idle_closing()),
-        };
+        // Made at the connection's first wait and re-armed for each later one (see IdleWait).
+        let mut idle = None;
         while let Some(done) = reused {
             let (mut stream, mut settings) = done.consume();
             let pipelined = settings
@@ -102,7 +93,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     let idle_seconds = settings
                         .as_ref()
                         .and_then(HttpPersistentSettings::keepalive_timeout);
-                    match next_request(&mut stream, idle_seconds, &mut idle).await {
+                    let wait =
+                        idle.get_or_insert_with(|| IdleWait::new(self.closer.idle_closing()));
+                    match wait.next_request(&mut stream, idle_seconds).await {
                         Some(bytes) => bytes,
                         None => return,
                     }
@@ -118,52 +111,62 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
     }
 }
 
-/// What a connection waiting for its next request waits on besides the socket.
-struct IdleWait<T, C> {
-    timer: Pin<T>,
-    closing: Pin<C>,
+/// What a connection waiting for its next request waits on besides the socket: the keep-alive
+/// timer and the drain's signal, made once per connection and re-armed for each wait (a later
+/// deadline is one atomic store in tokio's timer). Made per wait, the timer and the
+/// subscription were each registered and removed under a shared lock on every request. Boxed:
+/// kept in the connection's future they made every idle connection 0.7-0.85 KB larger
+/// (benches/idle_clients.py, 3,000 and 8,000 connections).
+struct IdleWait<C> {
+    timer: Pin<Box<Sleep>>,
+    closing: Pin<Box<C>>,
 }
 
-/// Waits, holding only the socket, for the first bytes of the connection's next request;
-/// `None` when the client closes, the keep-alive time passes or the drain closes idle
-/// connections.
-async fn next_request<T, C>(
-    stream: &mut Stream,
-    idle_seconds: Option<u64>,
-    wait: &mut IdleWait<T, C>,
-) -> Option<BytesMut>
-where
-    T: DerefMut<Target = Sleep>,
-    C: DerefMut<Target: Future<Output = ()>>,
-{
-    let idle = match idle_seconds {
-        Some(seconds) if seconds > 0 => Duration::from_secs(seconds),
-        _ => CLIENT_IDLE_TIMEOUT,
-    };
-    wait.timer.as_mut().reset(Instant::now() + idle);
-    let mut first = [0u8; FIRST_READ];
-    let read = tokio::select! {
-        biased;
-        read = stream.read(&mut first) => read,
-        () = wait.closing.as_mut() => {
-            debug!("closing idle connection {}: the process is leaving", stream.id());
-            return None;
+impl<C: Future<Output = ()>> IdleWait<C> {
+    fn new(closing: C) -> Self {
+        IdleWait {
+            timer: Box::pin(tokio::time::sleep(CLIENT_IDLE_TIMEOUT)),
+            closing: Box::pin(closing),
         }
-        () = wait.timer.as_mut() => {
-            debug!("idle connection {} reached its keep-alive time", stream.id());
-            return None;
-        }
-    };
-    match read {
-        Ok(n) if n > 0 => {
-            let mut bytes = BytesMut::with_capacity(HEADER_BUFFER);
-            bytes.extend_from_slice(first.get(..n)?);
-            Some(bytes)
-        }
-        Ok(_) => None,
-        Err(e) => {
-            debug!("idle connection {} failed: {e}", stream.id());
-            None
+    }
+
+    /// Waits, holding only the socket, for the first bytes of the connection's next request;
+    /// `None` when the client closes, the keep-alive time passes or the drain closes idle
+    /// connections.
+    async fn next_request(
+        &mut self,
+        stream: &mut Stream,
+        idle_seconds: Option<u64>,
+    ) -> Option<BytesMut> {
+        let idle = match idle_seconds {
+            Some(seconds) if seconds > 0 => Duration::from_secs(seconds),
+            _ => CLIENT_IDLE_TIMEOUT,
+        };
+        self.timer.as_mut().reset(Instant::now() + idle);
+        let mut first = [0u8; FIRST_READ];
+        let read = tokio::select! {
+            biased;
+            read = stream.read(&mut first) => read,
+            () = self.closing.as_mut() => {
+                debug!("closing idle connection {}: the process is leaving", stream.id());
+                return None;
+            }
+            () = self.timer.as_mut() => {
+                debug!("idle connection {} reached its keep-alive time", stream.id());
+                return None;
+            }
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                let mut bytes = BytesMut::with_capacity(HEADER_BUFFER);
+                bytes.extend_from_slice(first.get(..n)?);
+                Some(bytes)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                debug!("idle connection {} failed: {e}", stream.id());
+                None
+            }
         }
     }
 }
