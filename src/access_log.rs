@@ -351,20 +351,14 @@ fn write_millis(out: &mut Vec<u8>, d: Duration) {
     let micros = (d.as_nanos() + 500) / 1000;
     out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
     out.push(b'.');
-    let mut frac = micros % 1000;
-    if frac == 0 {
-        out.push(b'0');
-        return;
-    }
-    let mut digits = 3;
-    while frac % 10 == 0 {
-        frac /= 10;
-        digits -= 1;
-    }
-    let mut buf = itoa::Buffer::new();
-    let text = buf.format(frac).as_bytes();
-    out.extend(std::iter::repeat_n(b'0', digits - text.len()));
-    out.extend_from_slice(text);
+    let frac = micros % 1000;
+    let digits = [frac / 100, frac / 10 % 10, frac % 10].map(|d| b'0' + d as u8);
+    // Trailing zeros dropped, one digit kept.
+    let len = digits
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(1, |last| last + 1);
+    out.extend_from_slice(&digits[..len]);
 }
 
 /// One JSON object and a newline, the fields in a fixed order.
