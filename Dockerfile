@@ -5,11 +5,14 @@
 # generates the example's in conf/certs/.
 
 # --- build stage: OpenSSL is vendored and compiled from source, zlib-ng needs cmake ---------
+# The binary is profile-guided like `make release` (scripts/release.sh): its training run needs
+# nginx, wrk, h2load and curl on the build stage's loopback, and rustup's llvm-tools.
 FROM rust:1-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake perl make \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends cmake perl make openssl nginx wrk nghttp2-client curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup component add llvm-tools
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -17,7 +20,8 @@ COPY benches ./benches
 COPY vendor ./vendor
 # `pinion demo --write-config` writes the example, built into the binary.
 COPY conf/pinion.yaml ./conf/pinion.yaml
-RUN cargo build --release --locked --bin pinion \
+COPY scripts ./scripts
+RUN scripts/release.sh \
  && strip target/release/pinion
 
 # --- runtime stage ----------------------------------------------------------------------

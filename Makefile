@@ -5,9 +5,14 @@ CARGO ?= cargo
 # command:Debian-package pairs. cmake, a C compiler, perl and make build the vendored OpenSSL and
 # zlib-ng; the openssl command line is what the pin tests compare `pinion pin` against.
 NEEDED := cmake:cmake cc:gcc make:make perl:perl openssl:openssl
+# What the release build's training run needs (scripts/pgo-train.sh): an nginx TLS backend and
+# HTTP/1.1 and HTTP/2 load on loopback. PGO=0 builds without it.
+PGO_NEEDED := nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl
 # What `make test` needs besides: valgrind counts the heap allocations of a proxied request
 # (tests/e2e/allocations.rs); headless Chromium renders the status page (tests/e2e/status_page.rs).
-TEST_NEEDED := valgrind:valgrind chromium:chromium
+# scripts/pgo-train.sh is run on the debug build, so that a change that breaks the release
+# build's training run fails here (PGO_NEEDED below).
+TEST_NEEDED := valgrind:valgrind chromium:chromium $(PGO_NEEDED)
 
 .PHONY: run test deps build release bench clean example
 
@@ -27,8 +32,11 @@ deps:
 run: release
 	./target/release/pinion demo
 
+# Profile-guided: an instrumented build, a training run, the optimized build (scripts/release.sh).
+# `PGO=0 make release` is a plain cargo build --release.
+release: EXTRA_NEEDED = $(if $(filter 0,$(PGO)),,$(PGO_NEEDED))
 release: deps
-	$(CARGO) build --release --locked
+	CARGO="$(CARGO)" PGO="$(PGO)" scripts/release.sh
 
 build: deps
 	$(CARGO) build --locked
@@ -52,6 +60,10 @@ test: deps
 	mkdir -p target/task-pipe
 	rustc --edition 2021 --test -o target/task-pipe/tests vendor/pingora-proxy/src/task_pipe.rs
 	target/task-pipe/tests
+	# The release build's training run (scripts/release.sh), one second a phase, on the debug
+	# binary: the release build must not fail where this suite passes.
+	$(CARGO) build --locked --bin pinion
+	scripts/pgo-train.sh target/debug/pinion 1
 	# The 60-second soak: 5,000 TLS clients at a steady rate, on its own so nothing competes.
 	$(CARGO) test --locked --test e2e soak -- --ignored --nocapture
 	# Last, so that the run closes on the end-to-end suite's summary.

@@ -7,7 +7,7 @@
 #   benches/compare.sh BEFORE_BINARY [SECONDS] [RUNS]     (defaults: 5 s, 10 rounds)
 #
 # BEFORE_BINARY is a pinion built from another commit, for example:
-#   git worktree add /tmp/before <commit> && (cd /tmp/before && cargo build --release --bin pinion)
+#   git worktree add /tmp/before <commit> && (cd /tmp/before && scripts/release.sh)
 #   benches/compare.sh /tmp/before/target/release/pinion
 # "after" is this tree's release build. Needs: cargo, wrk, nginx, haproxy, openssl, curl, taskset.
 set -euo pipefail

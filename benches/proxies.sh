@@ -146,7 +146,10 @@ prepare() {
   for tool in "$@"; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install $packages)"; exit 1; }
   done
-  (cd "$ROOT" && cargo build --release --locked -q --bin pinion --example pingora_floor)
+  # pinion as operators get it (`make release`: profile-guided, scripts/release.sh; PGO=0 in
+  # the environment measures a plain build); the floor is a plain release build.
+  (cd "$ROOT" && cargo build --release --locked -q --example pingora_floor)
+  "$ROOT/scripts/release.sh" >"$WORK/release.log" 2>&1 || { tail -20 "$WORK/release.log"; exit 1; }
   PINION="$ROOT/target/release/pinion"
   FLOOR="$ROOT/target/release/examples/pingora_floor"
   trap cleanup EXIT
