@@ -6,13 +6,12 @@
 
 # --- build stage: OpenSSL is vendored and compiled from source, zlib-ng needs cmake ---------
 # The binary is profile-guided like `make release` (scripts/release.sh): its training run needs
-# nginx, wrk, h2load and curl on the build stage's loopback, and rustup's llvm-tools.
+# nginx, wrk, h2load and curl on the build stage's loopback (the script adds rustup's llvm-tools).
 FROM rust:1-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake perl make openssl nginx wrk nghttp2-client curl \
- && rm -rf /var/lib/apt/lists/* \
- && rustup component add llvm-tools
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
