@@ -400,6 +400,16 @@ impl Pool {
         })
     }
 
+    /// Server `index` of `set` once more, when it is still healthy: the replay of a request its
+    /// connection (not the server) refused, with no other server left.
+    pub fn again(&self, set: &ServerSet, key: &SelectKey<'_>, index: usize) -> Option<Choice> {
+        let server = set.get(index).filter(|s| s.health.is_healthy())?;
+        Some(Choice {
+            index,
+            by_affinity: self.affinity.is_some() && key.affinity == Some(server.id.as_str()),
+        })
+    }
+
     /// Why no server of `set` is left, for the "no healthy server" log line: each unhealthy
     /// server's reason, and each name that resolves to nothing.
     pub fn unhealthy_summary(&self, set: &ServerSet) -> String {

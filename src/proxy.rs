@@ -203,7 +203,13 @@ impl ProxyHttp for Proxy {
             affinity: ctx.affinity.as_deref(),
         };
         let set = ctx.set.get_or_insert_with(|| pool.servers()).clone();
-        let Some(choice) = pool.select(&set, &key, &ctx.tried) else {
+        let again = std::mem::take(&mut ctx.replay_same)
+            .then_some(ctx.server)
+            .flatten();
+        let choice = pool
+            .select(&set, &key, &ctx.tried)
+            .or_else(|| again.and_then(|i| pool.again(&set, &key, i)));
+        let Some(choice) = choice else {
             let e = ProxyError::NoServer {
                 pool: pool.name.clone(),
                 servers: pool.unhealthy_summary(&set),
@@ -387,10 +393,7 @@ impl ProxyHttp for Proxy {
             nothing_sent: true,
             ..retry::Attempt::default()
         };
-        let retry = retry::replayable(&e, attempt) && may_retry(ctx);
-        if retry {
-            log_retry(ctx, &e);
-        }
+        let retry = decide_retry(ctx, retry::replayable(&e, attempt), &e);
         e.set_retry(retry);
         e
     }
@@ -411,11 +414,12 @@ impl ProxyHttp for Proxy {
             body_truncated: session.as_ref().retry_buffer_truncated(),
             answered: std::mem::take(&mut ctx.answered) || session.response_written().is_some(),
         };
-        let retry = ctx.body_refused.is_none() && retry::replayable(&e, attempt) && may_retry(ctx);
+        let replay = match ctx.body_refused {
+            None => retry::replayable(&e, attempt),
+            Some(_) => retry::Replay::Never,
+        };
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if retry {
-            log_retry(ctx, &e);
-        }
+        let retry = decide_retry(ctx, replay, &e);
         e.set_retry(retry);
         e
     }
@@ -515,25 +519,43 @@ fn rate_limited(limit: Option<&RateLimiter>, ctx: &Ctx) -> Result<(), Rejection>
 }
 
 /// Whether the request may go to another server: retries left and a server left.
-fn may_retry(ctx: &Ctx) -> bool {
-    let left = ctx
+/// Whether a failed attempt is replayed: the failure allows it (`replay`), a server is left for
+/// it, and the pool's `retries` are not used up. Logs the decision to replay.
+fn decide_retry(ctx: &mut Ctx, replay: retry::Replay, e: &Error) -> bool {
+    let retries = ctx.pool().map_or(0, |pool| pool.retries);
+    let budget = retry::within_budget(replay, retries, ctx.tried.len(), ctx.refused_replays);
+    let other = ctx
         .set
         .as_ref()
         .is_some_and(|set| crate::pool::has_candidate(set, &ctx.tried));
-    left && ctx
-        .pool()
-        .is_some_and(|pool| ctx.tried.len() <= pool.retries as usize)
+    let same = replay == retry::Replay::AnyServer
+        && !other
+        && ctx.chosen().is_some_and(|s| s.health.is_healthy());
+    let retry = replay.allowed() && budget && (other || same);
+    ctx.replay_same = retry && same;
+    if retry && replay == retry::Replay::AnyServer {
+        ctx.refused_replays += 1;
+    }
+    if retry {
+        log_retry(ctx, e, same);
+    }
+    retry
 }
 
 /// Logs that a failure is retried; a later failure gets its own line.
-fn log_retry(ctx: &mut Ctx, e: &Error) {
+fn log_retry(ctx: &mut Ctx, e: &Error, same: bool) {
     let logged = std::mem::take(&mut ctx.logged);
     if !logged {
         warn!(
-            "pool {} server {}: {}; retrying on another server",
+            "pool {} server {}: {}; retrying on {}",
             ctx.pool().map_or("-", |p| p.name.as_str()),
             ctx.server_label(),
-            e.etype().as_str()
+            e.etype().as_str(),
+            if same {
+                "a new connection to the same server"
+            } else {
+                "another server"
+            }
         );
     }
 }

@@ -45,6 +45,11 @@ pub struct Ctx {
     pub(super) nothing_sent: bool,
     /// The current server's response header has arrived (a failure after it is never replayed).
     pub(super) answered: bool,
+    /// The failure being replayed was the connection's, not the server's: when no other server
+    /// is left, the replay may go to the same one over a new connection.
+    pub(super) replay_same: bool,
+    /// Replays of streams a server refused, counted apart from `retries` (`retry::within_budget`).
+    pub(super) refused_replays: u32,
     /// Normalized path plus the original query, when normalization changed the path: what the
     /// backend receives instead of the client's request target.
     pub(super) target: Option<String>,
@@ -91,6 +96,8 @@ impl Ctx {
             set_cookie: None,
             nothing_sent: false,
             answered: false,
+            replay_same: false,
+            refused_replays: 0,
             target: None,
             authority: String::new(),
             request_id: String::new(),

@@ -1,12 +1,18 @@
-//! Whether a failed attempt may be replayed on another server.
+//! Whether a failed attempt may be replayed, and where.
 //!
 //! A request is replayed only when no request byte can have been processed by the server: the
 //! connection or TLS handshake failed, the pin check refused the key (all before anything was
-//! written), or a pooled connection turned out closed by the server before it answered anything
-//! (the idle-close race every keep-alive pool meets). The last case is only replayed for an
-//! idempotent method whose body is still all buffered, as RFC 9110 §9.2.2 allows, since the
-//! request may have reached a server that then closed. Timeouts, partial responses and failures
-//! on fresh connections are never replayed: the server may have acted on the request.
+//! written), the server said it never processed the HTTP/2 stream, or a pooled connection turned
+//! out closed by the server before it answered anything (the idle-close race every keep-alive
+//! pool meets). The last case is only replayed for an idempotent method whose body is still all
+//! buffered, as RFC 9110 §9.2.2 allows, since the request may have reached a server that then
+//! closed. Timeouts, partial responses and failures on fresh connections are never replayed: the
+//! server may have acted on the request.
+//!
+//! A refused stream says nothing against the server, only that this connection takes no more
+//! streams (GOAWAY, a stream limit): it may be replayed on the same server over a new connection,
+//! which is what keeps a one-server pool whole when its server recycles connections (nginx's
+//! `keepalive_requests`, a graceful restart). Every other replay goes to another server.
 
 use pingora::{Error, ErrorType, RetryType};
 
@@ -25,14 +31,60 @@ pub(super) struct Attempt {
     pub answered: bool,
 }
 
-/// Whether the attempt that failed with `e` may be replayed on another server.
-pub(super) fn replayable(e: &Error, a: Attempt) -> bool {
+/// Where a failed attempt may be replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Nowhere: the server may have acted on the request.
+    Never,
+    /// On another server only: this one failed, or may be failing.
+    OtherServer,
+    /// On another server, or on this one over a new connection: it never processed the request
+    /// and only the connection is done.
+    AnyServer,
+}
+
+impl Replay {
+    /// Whether the attempt may be replayed at all.
+    pub(super) fn allowed(self) -> bool {
+        self != Replay::Never
+    }
+}
+
+/// Replays of refused streams per request, at least (`retries` when higher). They have their own
+/// allowance: under load a backend that recycles connections (nginx at `keepalive_requests`)
+/// refuses dozens of streams at once, and a replay may land on another connection it is about
+/// to recycle, so `retries`, meant for failing servers, would run out on a healthy one.
+pub(super) const REFUSED_REPLAYS: u32 = 5;
+
+/// Whether a replay of kind `replay` is within the request's allowance: `attempts` made so far,
+/// `refused` of them replays of refused streams, under the pool's `retries` (0: no replay of
+/// any kind).
+pub(super) fn within_budget(replay: Replay, retries: u32, attempts: usize, refused: u32) -> bool {
+    match replay {
+        Replay::Never => false,
+        _ if retries == 0 => false,
+        Replay::AnyServer => refused < REFUSED_REPLAYS.max(retries),
+        Replay::OtherServer => attempts.saturating_sub(refused as usize) <= retries as usize,
+    }
+}
+
+/// Where the attempt that failed with `e` may be replayed.
+pub(super) fn replayable(e: &Error, a: Attempt) -> Replay {
     if a.nothing_sent {
-        return true;
+        return Replay::OtherServer;
     }
     if !a.answered && !a.body_truncated && refused_stream(e) {
-        return true;
+        return Replay::AnyServer;
     }
+    if pooled_close(e, a) {
+        Replay::OtherServer
+    } else {
+        Replay::Never
+    }
+}
+
+/// A pooled connection the server had closed before it answered an idempotent request.
+fn pooled_close(e: &Error, a: Attempt) -> bool {
     if !a.reused || !a.idempotent || a.body_truncated || a.answered {
         return false;
     }
@@ -118,13 +170,50 @@ mod tests {
             idempotent: false,
             ..Attempt::default()
         };
-        assert!(replayable(&refused(h2::Reason::REFUSED_STREAM), post));
-        assert!(!replayable(&refused(h2::Reason::INTERNAL_ERROR), post));
+        assert_eq!(
+            replayable(&refused(h2::Reason::REFUSED_STREAM), post),
+            Replay::AnyServer
+        );
+        let goaway = Error::because(
+            ErrorType::H2Error,
+            "while reading h2 header",
+            h2::Error::from(h2::Reason::NO_ERROR),
+        );
+        assert_eq!(
+            replayable(&goaway, post),
+            Replay::Never,
+            "not the server's GOAWAY"
+        );
+        assert_eq!(
+            replayable(&refused(h2::Reason::INTERNAL_ERROR), post),
+            Replay::Never
+        );
         let answered = Attempt {
             answered: true,
             ..post
         };
-        assert!(!replayable(&refused(h2::Reason::REFUSED_STREAM), answered));
+        assert_eq!(
+            replayable(&refused(h2::Reason::REFUSED_STREAM), answered),
+            Replay::Never
+        );
+    }
+
+    #[test]
+    fn refused_streams_have_their_own_allowance_and_retries_zero_allows_nothing() {
+        // Two server failures use up `retries: 2`; refused streams do not count against it.
+        assert!(within_budget(Replay::OtherServer, 2, 2, 0));
+        assert!(!within_budget(Replay::OtherServer, 2, 3, 0));
+        assert!(within_budget(Replay::OtherServer, 2, 7, 5));
+        assert!(within_budget(Replay::AnyServer, 2, 3, 2));
+        assert!(within_budget(Replay::AnyServer, 1, 5, REFUSED_REPLAYS - 1));
+        assert!(!within_budget(Replay::AnyServer, 2, 6, REFUSED_REPLAYS));
+        // A higher `retries` raises it.
+        assert!(within_budget(Replay::AnyServer, 10, 10, 9));
+        assert!(!within_budget(Replay::AnyServer, 10, 11, 10));
+        for replay in [Replay::OtherServer, Replay::AnyServer] {
+            assert!(!within_budget(replay, 0, 1, 0), "{replay:?}");
+        }
+        assert!(!within_budget(Replay::Never, 2, 1, 0));
     }
 
     #[test]
@@ -139,30 +228,34 @@ mod tests {
             failure(ErrorType::TLSHandshakeFailure, "handshake", false),
             failure(ErrorType::InvalidCert, "pin refused", false),
         ] {
-            assert!(replayable(&e, post), "{e}");
+            assert_eq!(replayable(&e, post), Replay::OtherServer, "{e}");
         }
     }
 
     #[test]
     fn a_pooled_connection_closed_before_answering_is_replayed_for_idempotent_requests() {
-        assert!(replayable(&idle_close(), GET_ON_POOLED));
+        assert_eq!(
+            replayable(&idle_close(), GET_ON_POOLED),
+            Replay::OtherServer
+        );
         let reset = failure(
             ErrorType::ReadError,
             "while reading response headers, bytes already read: 0",
             true,
         );
-        assert!(replayable(&reset, GET_ON_POOLED));
+        assert_eq!(replayable(&reset, GET_ON_POOLED), Replay::OtherServer);
         let unwritten = failure(
             ErrorType::WriteError,
             "while writing request headers",
             false,
         );
-        assert!(replayable(&unwritten, GET_ON_POOLED));
+        assert_eq!(replayable(&unwritten, GET_ON_POOLED), Replay::OtherServer);
         // Pingora wraps errors on their way up; the decision looks through the wrapping.
         assert!(replayable(
             &idle_close().more_context("Peer: 127.0.0.1:1"),
             GET_ON_POOLED
-        ));
+        )
+        .allowed());
     }
 
     #[test]
@@ -198,7 +291,7 @@ mod tests {
             ),
         ];
         for (what, attempt) in cases {
-            assert!(!replayable(&idle_close(), attempt), "{what}");
+            assert_eq!(replayable(&idle_close(), attempt), Replay::Never, "{what}");
         }
     }
 
@@ -230,7 +323,7 @@ mod tests {
             failure(ErrorType::ReadError, "while reading body", false),
             failure(ErrorType::InvalidHTTPHeader, "buf: junk", false),
         ] {
-            assert!(!replayable(&e, GET_ON_POOLED), "{e}");
+            assert_eq!(replayable(&e, GET_ON_POOLED), Replay::Never, "{e}");
         }
     }
 }

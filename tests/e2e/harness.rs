@@ -5,6 +5,7 @@ pub mod certs;
 pub mod client;
 pub mod dns;
 pub mod gateway;
+pub mod goaway;
 pub mod grpc;
 pub mod load;
 pub mod reload;

@@ -1,5 +1,6 @@
 //! Pools in production: probes, failover, balancing, timeouts and Host (affinity: affinity.rs).
 
+use crate::harness::goaway::GoawayBackend;
 use crate::harness::{free_port, get, wait_for, Backend, Conn, Env, Identity};
 use pinion::demo::backend as lib;
 use std::collections::HashMap;
@@ -154,6 +155,54 @@ fn with_retries_zero_a_refused_connection_reaches_the_client() {
         2,
         "{statuses:?}"
     );
+}
+
+#[test]
+fn a_stream_the_only_server_refused_with_goaway_is_sent_again_on_a_new_connection() {
+    // One-server HTTP/2 pools whose server serves one stream per connection and refuses the
+    // next with GOAWAY (as nginx does at `keepalive_requests`): `p` with the default retries,
+    // `none` with `retries: 0`.
+    let (server, bounded) = (GoawayBackend::start(), GoawayBackend::start());
+    let env = Env::new();
+    let pools = format!(
+        "  - name: p\n    servers: [127.0.0.1:{}]\n    probe: false\n    h2c: true\n\
+         \x20 - name: none\n    servers: [127.0.0.1:{}]\n    probe: false\n    h2c: true\n    retries: 0\n",
+        server.port, bounded.port
+    );
+    let gw = env.serve(
+        &pools,
+        "  - name: none\n    hosts: [none.example]\n    pool: none\n  - name: all\n    pool: p\n",
+    );
+    let post = |host: &str| {
+        format!("POST /orders HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello")
+    };
+    let mut conn = Conn::tls(gw.port());
+    let first = conn.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((first.status, first.body.as_str()), (200, "connection 1\n"));
+    // The pooled connection refuses the POST's stream, which the server thereby says it never
+    // processed: sent again, for any method, over a new connection to the same server.
+    let second = conn.send(&post("h"));
+    assert_eq!(
+        (second.status, second.body.as_str()),
+        (200, "connection 2\n"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(
+        (server.refused(), server.answered(), server.connections()),
+        (1, 2, 2)
+    );
+    gw.log_line(&["retrying on a new connection to the same server"]);
+
+    let mut conn = Conn::tls(gw.port());
+    let first = conn.send("GET / HTTP/1.1\r\nHost: none.example\r\n\r\n");
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        conn.send(&post("none.example")).status,
+        502,
+        "retries: 0 allows no replay"
+    );
+    assert_eq!((bounded.refused(), bounded.answered()), (1, 1));
 }
 
 #[test]
