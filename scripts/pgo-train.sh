@@ -147,7 +147,7 @@ h2load_phase -D "$T" -c20 -m10 "$URL/h2/"
 h2load_phase -D "$T" --h1 -c10 -d "$WORK/body.txt" "$URL/"
 # Request bodies go to the HTTP/1.1 pool only: nginx answers `return 200` before it reads a body,
 # which over HTTP/2 ends the connection with a GOAWAY. pinion replays the streams it refused
-# (same server, new connection), but about 3 in 10,000 fail in ways no client may replay: a
+# (same server, another connection), but about 3 in 10,000 fail in ways no client may replay: a
 # stream nginx accepted and then dropped with the connection, or a replay whose new stream
 # closed before its body could be sent (502). Every phase here must succeed.
 h2load_phase -D "$T" -c10 -m4 -d "$WORK/body.txt" "$URL/"

@@ -518,7 +518,6 @@ fn rate_limited(limit: Option<&RateLimiter>, ctx: &Ctx) -> Result<(), Rejection>
     }
 }
 
-/// Whether the request may go to another server: retries left and a server left.
 /// Whether a failed attempt is replayed: the failure allows it (`replay`), a server is left for
 /// it, and the pool's `retries` are not used up. Logs the decision to replay.
 fn decide_retry(ctx: &mut Ctx, replay: retry::Replay, e: &Error) -> bool {
@@ -552,7 +551,7 @@ fn log_retry(ctx: &mut Ctx, e: &Error, same: bool) {
             ctx.server_label(),
             e.etype().as_str(),
             if same {
-                "a new connection to the same server"
+                "another connection to the same server"
             } else {
                 "another server"
             }

@@ -46,7 +46,7 @@ pub struct Ctx {
     /// The current server's response header has arrived (a failure after it is never replayed).
     pub(super) answered: bool,
     /// The failure being replayed was the connection's, not the server's: when no other server
-    /// is left, the replay may go to the same one over a new connection.
+    /// is left, the replay may go to the same one over another connection.
     pub(super) replay_same: bool,
     /// Replays of streams a server refused, counted apart from `retries` (`retry::within_budget`).
     pub(super) refused_replays: u32,

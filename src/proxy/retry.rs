@@ -9,10 +9,11 @@
 //! closed. Timeouts, partial responses and failures on fresh connections are never replayed: the
 //! server may have acted on the request.
 //!
-//! A refused stream says nothing against the server, only that this connection takes no more
-//! streams (GOAWAY, a stream limit): it may be replayed on the same server over a new connection,
-//! which is what keeps a one-server pool whole when its server recycles connections (nginx's
-//! `keepalive_requests`, a graceful restart). Every other replay goes to another server.
+//! A refused stream says nothing against the server, only about the connection (it is going
+//! away, or has no stream free): it may be replayed on the same server, over another connection
+//! when this one is going away, which is what keeps a one-server pool whole when its server
+//! recycles connections (nginx's `keepalive_requests`, a graceful restart). Every other replay
+//! goes to another server.
 
 use pingora::{Error, ErrorType, RetryType};
 
@@ -38,8 +39,8 @@ pub(super) enum Replay {
     Never,
     /// On another server only: this one failed, or may be failing.
     OtherServer,
-    /// On another server, or on this one over a new connection: it never processed the request
-    /// and only the connection is done.
+    /// On another server, or on this one again: it never processed the request, and only the
+    /// connection turned it away.
     AnyServer,
 }
 

@@ -192,7 +192,7 @@ fn a_stream_the_only_server_refused_with_goaway_is_sent_again_on_a_new_connectio
         (server.refused(), server.answered(), server.connections()),
         (1, 2, 2)
     );
-    gw.log_line(&["retrying on a new connection to the same server"]);
+    gw.log_line(&["retrying on another connection to the same server"]);
 
     let mut conn = Conn::tls(gw.port());
     let first = conn.send("GET / HTTP/1.1\r\nHost: none.example\r\n\r\n");
