@@ -527,12 +527,11 @@ fn decide_retry(ctx: &mut Ctx, replay: retry::Replay, e: &Error) -> bool {
         .set
         .as_ref()
         .is_some_and(|set| crate::pool::has_candidate(set, &ctx.tried));
-    let same = replay == retry::Replay::AnyServer
-        && !other
-        && ctx.chosen().is_some_and(|s| s.health.is_healthy());
+    let same =
+        replay.same_server() && !other && ctx.chosen().is_some_and(|s| s.health.is_healthy());
     let retry = replay.allowed() && budget && (other || same);
     ctx.replay_same = retry && same;
-    if retry && replay == retry::Replay::AnyServer {
+    if retry && replay == retry::Replay::RefusedStream {
         ctx.refused_replays += 1;
     }
     if retry {

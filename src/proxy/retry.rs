@@ -9,11 +9,11 @@
 //! closed. Timeouts, partial responses and failures on fresh connections are never replayed: the
 //! server may have acted on the request.
 //!
-//! A refused stream says nothing against the server, only about the connection (it is going
-//! away, or has no stream free): it may be replayed on the same server, over another connection
-//! when this one is going away, which is what keeps a one-server pool whole when its server
-//! recycles connections (nginx's `keepalive_requests`, a graceful restart). Every other replay
-//! goes to another server.
+//! A refused stream, or a pooled connection the server closed as the request arrived, says
+//! nothing against the server, only about the connection: such a request may be replayed on the
+//! same server over another connection, as nginx and HAProxy do, which is what keeps a
+//! one-server pool whole when its server recycles connections (nginx's `keepalive_requests`, a
+//! short keep-alive timeout, a graceful restart). Every other replay goes to another server.
 
 use pingora::{Error, ErrorType, RetryType};
 
@@ -39,15 +39,23 @@ pub(super) enum Replay {
     Never,
     /// On another server only: this one failed, or may be failing.
     OtherServer,
+    /// On another server, or on this one over another connection: the server had closed this
+    /// pooled connection (counted in `retries`).
+    ClosedConnection,
     /// On another server, or on this one again: it never processed the request, and only the
-    /// connection turned it away.
-    AnyServer,
+    /// connection turned it away (HTTP/2; its own allowance, `REFUSED_REPLAYS`).
+    RefusedStream,
 }
 
 impl Replay {
     /// Whether the attempt may be replayed at all.
     pub(super) fn allowed(self) -> bool {
         self != Replay::Never
+    }
+
+    /// Whether the replay may go to the same server when no other is left.
+    pub(super) fn same_server(self) -> bool {
+        matches!(self, Replay::ClosedConnection | Replay::RefusedStream)
     }
 }
 
@@ -64,8 +72,10 @@ pub(super) fn within_budget(replay: Replay, retries: u32, attempts: usize, refus
     match replay {
         Replay::Never => false,
         _ if retries == 0 => false,
-        Replay::AnyServer => refused < REFUSED_REPLAYS.max(retries),
-        Replay::OtherServer => attempts.saturating_sub(refused as usize) <= retries as usize,
+        Replay::RefusedStream => refused < REFUSED_REPLAYS.max(retries),
+        Replay::OtherServer | Replay::ClosedConnection => {
+            attempts.saturating_sub(refused as usize) <= retries as usize
+        }
     }
 }
 
@@ -75,10 +85,10 @@ pub(super) fn replayable(e: &Error, a: Attempt) -> Replay {
         return Replay::OtherServer;
     }
     if !a.answered && !a.body_truncated && refused_stream(e) {
-        return Replay::AnyServer;
+        return Replay::RefusedStream;
     }
     if pooled_close(e, a) {
-        Replay::OtherServer
+        Replay::ClosedConnection
     } else {
         Replay::Never
     }
@@ -173,7 +183,7 @@ mod tests {
         };
         assert_eq!(
             replayable(&refused(h2::Reason::REFUSED_STREAM), post),
-            Replay::AnyServer
+            Replay::RefusedStream
         );
         let goaway = Error::because(
             ErrorType::H2Error,
@@ -205,13 +215,24 @@ mod tests {
         assert!(within_budget(Replay::OtherServer, 2, 2, 0));
         assert!(!within_budget(Replay::OtherServer, 2, 3, 0));
         assert!(within_budget(Replay::OtherServer, 2, 7, 5));
-        assert!(within_budget(Replay::AnyServer, 2, 3, 2));
-        assert!(within_budget(Replay::AnyServer, 1, 5, REFUSED_REPLAYS - 1));
-        assert!(!within_budget(Replay::AnyServer, 2, 6, REFUSED_REPLAYS));
+        assert!(within_budget(Replay::ClosedConnection, 2, 2, 0));
+        assert!(!within_budget(Replay::ClosedConnection, 2, 3, 0));
+        assert!(within_budget(Replay::RefusedStream, 2, 3, 2));
+        assert!(within_budget(
+            Replay::RefusedStream,
+            1,
+            5,
+            REFUSED_REPLAYS - 1
+        ));
+        assert!(!within_budget(Replay::RefusedStream, 2, 6, REFUSED_REPLAYS));
         // A higher `retries` raises it.
-        assert!(within_budget(Replay::AnyServer, 10, 10, 9));
-        assert!(!within_budget(Replay::AnyServer, 10, 11, 10));
-        for replay in [Replay::OtherServer, Replay::AnyServer] {
+        assert!(within_budget(Replay::RefusedStream, 10, 10, 9));
+        assert!(!within_budget(Replay::RefusedStream, 10, 11, 10));
+        for replay in [
+            Replay::OtherServer,
+            Replay::ClosedConnection,
+            Replay::RefusedStream,
+        ] {
             assert!(!within_budget(replay, 0, 1, 0), "{replay:?}");
         }
         assert!(!within_budget(Replay::Never, 2, 1, 0));
@@ -237,20 +258,23 @@ mod tests {
     fn a_pooled_connection_closed_before_answering_is_replayed_for_idempotent_requests() {
         assert_eq!(
             replayable(&idle_close(), GET_ON_POOLED),
-            Replay::OtherServer
+            Replay::ClosedConnection
         );
         let reset = failure(
             ErrorType::ReadError,
             "while reading response headers, bytes already read: 0",
             true,
         );
-        assert_eq!(replayable(&reset, GET_ON_POOLED), Replay::OtherServer);
+        assert_eq!(replayable(&reset, GET_ON_POOLED), Replay::ClosedConnection);
         let unwritten = failure(
             ErrorType::WriteError,
             "while writing request headers",
             false,
         );
-        assert_eq!(replayable(&unwritten, GET_ON_POOLED), Replay::OtherServer);
+        assert_eq!(
+            replayable(&unwritten, GET_ON_POOLED),
+            Replay::ClosedConnection
+        );
         // Pingora wraps errors on their way up; the decision looks through the wrapping.
         assert!(replayable(
             &idle_close().more_context("Peer: 127.0.0.1:1"),

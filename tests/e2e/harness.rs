@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod certs;
 pub mod client;
+pub mod closing;
 pub mod dns;
 pub mod gateway;
 pub mod goaway;

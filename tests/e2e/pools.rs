@@ -1,5 +1,6 @@
 //! Pools in production: probes, failover, balancing, timeouts and Host (affinity: affinity.rs).
 
+use crate::harness::closing::ClosingBackend;
 use crate::harness::goaway::GoawayBackend;
 use crate::harness::{free_port, get, wait_for, Backend, Conn, Env, Identity};
 use pinion::demo::backend as lib;
@@ -203,6 +204,43 @@ fn a_stream_the_only_server_refused_with_goaway_is_sent_again_on_a_new_connectio
         "retries: 0 allows no replay"
     );
     assert_eq!((bounded.refused(), bounded.answered()), (1, 1));
+}
+
+#[test]
+fn a_get_on_a_pooled_connection_the_only_server_closed_is_sent_again_and_a_post_is_not() {
+    let server = ClosingBackend::start();
+    let env = Env::new();
+    let pools = format!(
+        "  - name: p\n    servers: [127.0.0.1:{}]\n    probe: false\n",
+        server.port
+    );
+    let gw = env.serve(&pools, ALL_TO_P);
+    let mut conn = Conn::tls(gw.port());
+    let first = conn.send("GET /first HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((first.status, first.body.as_str()), (200, "connection 1\n"));
+    // The server closes the pooled connection as the GET arrives, unanswered: an idempotent
+    // request is sent again, to the same server (the only one) over another connection.
+    let second = conn.send("GET /second HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        (second.status, second.body.as_str()),
+        (200, "connection 2\n"),
+        "{}",
+        gw.logs()
+    );
+    gw.log_line(&["retrying on another connection to the same server"]);
+    // A POST that meets the same close may have been acted on: 502, never sent twice.
+    let post = conn.send("POST /order HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(post.status, 502, "{}", gw.logs());
+    assert_eq!(
+        server.requests(),
+        [
+            "GET /first HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "POST /order HTTP/1.1"
+        ]
+    );
+    assert_eq!(server.connections(), 2);
 }
 
 #[test]
