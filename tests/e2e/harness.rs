@@ -31,6 +31,21 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
+/// Serves every connection to a free loopback port on its own thread; returns the port. The
+/// server stops with the test process.
+pub fn serve_connections(serve: impl Fn(std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve = std::sync::Arc::new(serve);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    port
+}
+
 /// Whether `pid` has exited (gone, or a zombie nobody reaped yet: a process that is not the
 /// test's child, such as a daemon or the gateway a hand-over started).
 pub fn exited(pid: i32) -> bool {

@@ -3,7 +3,7 @@
 //! race every keep-alive pool meets when a server's idle timeout fires as a request comes.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,16 +23,11 @@ pub struct ClosingBackend {
 impl ClosingBackend {
     /// Listens on a free loopback port.
     pub fn start() -> ClosingBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Seen::default());
         let shared = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let seen = shared.clone();
-                let n = seen.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                std::thread::spawn(move || serve(stream, n, &seen));
-            }
+        let port = super::serve_connections(move |stream| {
+            let n = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            serve(stream, n, &shared);
         });
         ClosingBackend { port, seen }
     }

@@ -4,7 +4,7 @@
 //! the refusal is exact: the refused stream's request has arrived and is known unprocessed.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,18 +35,11 @@ pub struct GoawayBackend {
 impl GoawayBackend {
     /// Listens on a free loopback port.
     pub fn start() -> GoawayBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let counts = Arc::new(Counts::default());
         let shared = counts.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let counts = shared.clone();
-                let n = counts.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                std::thread::spawn(move || {
-                    let _ = serve(stream, n, &counts);
-                });
-            }
+        let port = super::serve_connections(move |stream| {
+            let n = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = serve(stream, n, &shared);
         });
         GoawayBackend { port, counts }
     }
