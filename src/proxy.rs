@@ -518,8 +518,8 @@ fn rate_limited(limit: Option<&RateLimiter>, ctx: &Ctx) -> Result<(), Rejection>
     }
 }
 
-/// Whether a failed attempt is replayed: the failure allows it (`replay`), a server is left for
-/// it, and the pool's `retries` are not used up. Logs the decision to replay.
+/// Whether a failed attempt is replayed: the failure allows it within the request's allowance
+/// (`retry::within_budget`) and a server is left for it. Logs the decision to replay.
 fn decide_retry(ctx: &mut Ctx, replay: retry::Replay, e: &Error) -> bool {
     let retries = ctx.pool().map_or(0, |pool| pool.retries);
     let budget = retry::within_budget(replay, retries, ctx.tried.len(), ctx.refused_replays);
@@ -529,7 +529,7 @@ fn decide_retry(ctx: &mut Ctx, replay: retry::Replay, e: &Error) -> bool {
         .is_some_and(|set| crate::pool::has_candidate(set, &ctx.tried));
     let same =
         replay.same_server() && !other && ctx.chosen().is_some_and(|s| s.health.is_healthy());
-    let retry = replay.allowed() && budget && (other || same);
+    let retry = budget && (other || same);
     ctx.replay_same = retry && same;
     if retry && replay == retry::Replay::RefusedStream {
         ctx.refused_replays += 1;

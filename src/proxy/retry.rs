@@ -48,11 +48,6 @@ pub(super) enum Replay {
 }
 
 impl Replay {
-    /// Whether the attempt may be replayed at all.
-    pub(super) fn allowed(self) -> bool {
-        self != Replay::Never
-    }
-
     /// Whether the replay may go to the same server when no other is left.
     pub(super) fn same_server(self) -> bool {
         matches!(self, Replay::ClosedConnection | Replay::RefusedStream)
@@ -67,7 +62,7 @@ pub(super) const REFUSED_REPLAYS: u32 = 5;
 
 /// Whether a replay of kind `replay` is within the request's allowance: `attempts` made so far,
 /// `refused` of them replays of refused streams, under the pool's `retries` (0: no replay of
-/// any kind).
+/// any kind). Never for `Replay::Never`.
 pub(super) fn within_budget(replay: Replay, retries: u32, attempts: usize, refused: u32) -> bool {
     match replay {
         Replay::Never => false,
@@ -276,11 +271,13 @@ mod tests {
             Replay::ClosedConnection
         );
         // Pingora wraps errors on their way up; the decision looks through the wrapping.
-        assert!(replayable(
-            &idle_close().more_context("Peer: 127.0.0.1:1"),
-            GET_ON_POOLED
-        )
-        .allowed());
+        assert_eq!(
+            replayable(
+                &idle_close().more_context("Peer: 127.0.0.1:1"),
+                GET_ON_POOLED
+            ),
+            Replay::ClosedConnection
+        );
     }
 
     #[test]

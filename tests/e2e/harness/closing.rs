@@ -2,7 +2,7 @@
 //! connection open, then closes it without a byte of answer when a second request arrives: the
 //! race every keep-alive pool meets when a server's idle timeout fires as a request comes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,34 +43,25 @@ impl ClosingBackend {
     }
 }
 
-/// Reads one request (header and `Content-Length` body); `None` at the end of the connection.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut line = String::new();
-    r.read_line(&mut line).ok().filter(|n| *n > 0)?;
-    let mut length = 0usize;
-    loop {
-        let mut header = String::new();
-        r.read_line(&mut header).ok().filter(|n| *n > 0)?;
-        if header == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            }
-        }
+/// Reads one request (head and `Content-Length` body); its request line, or `None` at the end
+/// of the connection.
+fn read_request(s: &mut TcpStream) -> Option<String> {
+    let head = super::client::read_head(s);
+    if !head.ends_with("\r\n\r\n") {
+        return None;
     }
+    let length = head
+        .lines()
+        .filter_map(|h| h.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map_or(Some(0), |(_, v)| v.trim().parse().ok())?;
     let mut body = vec![0u8; length];
-    r.read_exact(&mut body).ok()?;
-    Some(line.trim_end().to_owned())
+    s.read_exact(&mut body).ok()?;
+    head.lines().next().map(str::to_owned)
 }
 
-fn serve(stream: TcpStream, n: usize, seen: &Seen) {
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut r = BufReader::new(stream);
-    let Some(first) = read_request(&mut r) else {
+fn serve(mut s: TcpStream, n: usize, seen: &Seen) {
+    let Some(first) = read_request(&mut s) else {
         return;
     };
     seen.requests.lock().unwrap().push(first);
@@ -79,11 +70,11 @@ fn serve(stream: TcpStream, n: usize, seen: &Seen) {
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    if out.write_all(answer.as_bytes()).is_err() {
+    if s.write_all(answer.as_bytes()).is_err() {
         return;
     }
     // The second request is read whole, so the close is a clean FIN and not a reset.
-    if let Some(second) = read_request(&mut r) {
+    if let Some(second) = read_request(&mut s) {
         seen.requests.lock().unwrap().push(second);
     }
 }
